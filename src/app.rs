@@ -1,0 +1,192 @@
+//! Builds the shared state, spawns the service's tasks and stops them gracefully.
+
+use crate::config::ServeArgs;
+use crate::consumers::{inventory::InventoryHandler, orders::OrdersHandler};
+use crate::domain::events::Stream;
+use crate::graphql::{self, Limits};
+use crate::http::{self, HttpState};
+use crate::kafka::consume::ConsumerLoop;
+use crate::live::{StatusFeed, StatusReader};
+use crate::outbox::Relay;
+use crate::{auth, db, kafka, seed};
+use anyhow::Context;
+use rdkafka::consumer::Consumer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A started service.
+pub struct RunningApp {
+    /// Where the HTTP server listens (when this process runs the API).
+    pub addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    grace: Duration,
+}
+
+impl RunningApp {
+    /// Stops taking requests, lets consumers finish the message in hand and commit, drains the
+    /// outbox once more, and waits for every task up to the grace period.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.grace, all_done).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "tasks still busy after the grace period; stopping anyway");
+            self.tasks.abort_all();
+        }
+    }
+
+    /// A token cancelled when the service stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts the components `args` asks for.
+pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
+    let keys = args.auth.keys()?;
+    if args.auth.dev_mode {
+        tracing::warn!(
+            "LOCAL DEVELOPMENT MODE: tokens are signed with a publicly known secret and the \
+             playground holds a staff token. Never expose this instance."
+        );
+    }
+    let pool = db::connect_lazy(&args.database.database_url, args.database.database_max_connections)
+        .context("configuring the database pool")?;
+    if args.migrate {
+        db::create_database_if_missing(&args.database.database_url)
+            .await
+            .context("creating the database")?;
+        db::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+    }
+    if args.seed {
+        let created = seed::seed_demo_inventory(&pool).await?;
+        tracing::info!(created, "demo inventory seeded");
+    }
+    ensure_topics_patiently(&args).await?;
+    let producer = kafka::producer(&args.kafka)?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let relay = Relay {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        kafka: args.kafka.clone(),
+        batch_size: args.outbox_batch,
+    };
+    tasks.spawn(relay.run(shutdown.clone()));
+
+    if args.components.runs_consumers() {
+        let inventory = group_loop(
+            &args,
+            "inventory",
+            Stream::Inventory,
+            InventoryHandler { pool: pool.clone() },
+            &producer,
+        )?;
+        tasks.spawn(inventory.run(shutdown.clone()));
+        let orders = group_loop(
+            &args,
+            "orders",
+            Stream::Orders,
+            OrdersHandler { pool: pool.clone() },
+            &producer,
+        )?;
+        tasks.spawn(orders.run(shutdown.clone()));
+    }
+
+    let mut addr = None;
+    if args.components.runs_api() {
+        let feed = StatusFeed::new(args.live_buffer);
+        let reader = StatusReader::start(&args.kafka, feed.clone())
+            .await
+            .context("starting the status reader")?;
+        tasks.spawn(reader.run(shutdown.clone()));
+        let schema = graphql::schema(
+            pool.clone(),
+            feed,
+            Limits {
+                max_page_size: args.max_page_size,
+            },
+        );
+        let playground_headers = if args.auth.dev_mode {
+            let token = keys.issue("dev-staff", auth::Role::Staff, Duration::from_secs(7 * 24 * 3600));
+            serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
+        } else {
+            "{}".to_owned()
+        };
+        let router = http::router(HttpState {
+            schema,
+            keys,
+            pool: pool.clone(),
+            producer: producer.clone(),
+            playground_headers: Arc::new(playground_headers),
+        });
+        let listener = tokio::net::TcpListener::bind(args.listen_addr)
+            .await
+            .with_context(|| format!("listening on {}", args.listen_addr))?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, "GraphQL at http://{local}/graphql, playground at http://{local}/");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+        addr = Some(local);
+    }
+
+    Ok(RunningApp {
+        addr,
+        shutdown,
+        tasks,
+        grace: args.shutdown_grace(),
+    })
+}
+
+fn group_loop<H: crate::kafka::consume::Handler>(
+    args: &ServeArgs,
+    name: &'static str,
+    stream: Stream,
+    handler: H,
+    producer: &rdkafka::producer::FutureProducer,
+) -> anyhow::Result<ConsumerLoop<H>> {
+    let group = format!("{}-{name}", args.kafka.group_prefix);
+    let consumer = kafka::group_consumer(&args.kafka, &group)?;
+    let topic = args.kafka.topic(stream);
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    Ok(ConsumerLoop {
+        name,
+        consumer,
+        handler,
+        producer: producer.clone(),
+        dead_letter_topic: args.kafka.dead_letter_topic(stream),
+    })
+}
+
+/// The broker may still be starting: keep asking for half a minute before giving up.
+async fn ensure_topics_patiently(args: &ServeArgs) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match kafka::ensure_topics(&args.kafka).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 15 => {
+                tracing::warn!(error = ?error, attempt, "Kafka not ready yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(error) => return Err(error.context("Kafka topics could not be ensured")),
+        }
+    }
+}

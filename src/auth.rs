@@ -1,0 +1,222 @@
+//! Who is asking: bearer JWTs (HS256) turned into a [`Viewer`], and what each role may see.
+//!
+//! Claims: `sub` (the user id), `role` (`customer` or `staff`), `exp` (and optionally `nbf`, `iat`).
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The secret used only in local-development mode; never accepted otherwise.
+pub const DEV_SECRET: &str = "oms-local-development-secret-never-use-in-production";
+/// A shorter secret is refused: HS256 wants at least 256 bits of key.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Places orders; reads, subscribes to and cancels their own orders only.
+    Customer,
+    /// Reads and subscribes to everything, sets any allowed status, manages inventory.
+    Staff,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Staff => "staff",
+        }
+    }
+}
+
+/// The authenticated caller of a request or WebSocket connection.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Viewer {
+    pub user_id: String,
+    pub role: Role,
+}
+
+impl Viewer {
+    pub fn is_staff(&self) -> bool {
+        self.role == Role::Staff
+    }
+
+    /// Whether this viewer may see an order owned by `owner`.
+    pub fn may_see_order_of(&self, owner: &str) -> bool {
+        self.is_staff() || self.user_id == owner
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, Eq, PartialEq)]
+pub enum AuthError {
+    #[error("the Authorization value must be `Bearer <token>`")]
+    MalformedHeader,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Signs and checks tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// A token for `sub` with `role`, valid for `ttl` from now.
+    pub fn issue(&self, sub: &str, role: Role, ttl: Duration) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            role,
+            exp: now + ttl.as_secs(),
+            nbf: None,
+            iat: Some(now),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with an in-memory key cannot fail")
+    }
+
+    /// Checks a bare token (no `Bearer ` prefix).
+    pub fn verify(&self, token: &str) -> Result<Viewer, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::InvalidAlgorithm => {
+                    AuthError::Invalid("only HS256 tokens are accepted".into())
+                }
+                ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
+                    AuthError::Invalid("claims must be sub, role (customer|staff) and exp".into())
+                }
+                _ => AuthError::Invalid("not a well-formed JWT".into()),
+            })?;
+        let claims = data.claims;
+        if claims.sub.trim().is_empty() || claims.sub.len() > 200 {
+            return Err(AuthError::Invalid("sub must be 1 to 200 characters".into()));
+        }
+        Ok(Viewer {
+            user_id: claims.sub,
+            role: claims.role,
+        })
+    }
+
+    /// Checks an `Authorization` value: `Bearer <token>` (the scheme is case-insensitive).
+    pub fn verify_authorization(&self, value: &str) -> Result<Viewer, AuthError> {
+        let (scheme, token) = value
+            .trim()
+            .split_once(' ')
+            .ok_or(AuthError::MalformedHeader)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::MalformedHeader);
+        }
+        self.verify(token.trim())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a-test-secret-that-is-long-enough-0123";
+
+    #[test]
+    fn an_issued_token_verifies_to_its_viewer() {
+        let keys = TokenKeys::new(SECRET);
+        let token = keys.issue("alice", Role::Customer, Duration::from_secs(60));
+        let viewer = keys
+            .verify_authorization(&format!("Bearer {token}"))
+            .unwrap();
+        assert_eq!(
+            viewer,
+            Viewer {
+                user_id: "alice".into(),
+                role: Role::Customer
+            }
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let token = TokenKeys::new(b"another-secret-that-is-long-enough-xyz").issue(
+            "mallory",
+            Role::Staff,
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            TokenKeys::new(SECRET).verify(&token),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn an_unsigned_alg_none_token_is_refused() {
+        // {"alg":"none","typ":"JWT"} . {"sub":"mallory","role":"staff","exp":9999999999} . (empty)
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJtYWxsb3J5Iiwicm9sZSI6InN0YWZmIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        assert!(TokenKeys::new(SECRET).verify(token).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_as_expired() {
+        let keys = TokenKeys::new(SECRET);
+        let claims = Claims {
+            sub: "alice".into(),
+            role: Role::Customer,
+            exp: unix_now() - 3600,
+            nbf: None,
+            iat: None,
+        };
+        let token = jsonwebtoken::encode(&Header::default(), &claims, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&token), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn a_header_without_the_bearer_scheme_is_malformed() {
+        let keys = TokenKeys::new(SECRET);
+        assert_eq!(
+            keys.verify_authorization("Token abc"),
+            Err(AuthError::MalformedHeader)
+        );
+        assert_eq!(
+            keys.verify_authorization("Bearer"),
+            Err(AuthError::MalformedHeader)
+        );
+    }
+}

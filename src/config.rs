@@ -1,0 +1,212 @@
+//! Command line and environment configuration: one clap tree, every flag with an env var; the
+//! doc comments are the `--help` text. `.env.example` lists them all.
+
+use crate::auth::{Role, TokenKeys, DEV_SECRET, MIN_SECRET_LEN};
+use crate::domain::events::Stream;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "oms", version, about = "Order management service: GraphQL on PostgreSQL and Kafka")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service: GraphQL API, Kafka consumers and the outbox relay.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Load demo inventory (idempotent).
+    Seed(DatabaseArgs),
+    /// Print a signed token for local use.
+    Token(TokenArgs),
+    /// Print the GraphQL schema (SDL), as kept in schema.graphql.
+    Schema,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TelemetryArgs {
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info,oms=info", global = true)]
+    pub log_filter: String,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/oms")]
+    pub database_url: String,
+    /// Most connections the pool opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Topic of placed orders waiting for the inventory check.
+    #[arg(long, env = "KAFKA_TOPIC_INVENTORY", default_value = "inventory")]
+    pub topic_inventory: String,
+    /// Topic of requested status changes.
+    #[arg(long, env = "KAFKA_TOPIC_ORDERS", default_value = "orders")]
+    pub topic_orders: String,
+    /// Topic of applied status changes, read by every instance for subscriptions.
+    #[arg(long, env = "KAFKA_TOPIC_ORDER_STATUS", default_value = "order-status")]
+    pub topic_order_status: String,
+    /// Consumer group prefix: groups are `<prefix>-inventory` and `<prefix>-orders`.
+    #[arg(long, env = "KAFKA_GROUP_PREFIX", default_value = "oms")]
+    pub group_prefix: String,
+    /// Partitions for topics created at start-up.
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub topic_partitions: i32,
+    /// Replication factor for topics created at start-up.
+    #[arg(long, env = "KAFKA_TOPIC_REPLICATION", default_value_t = 1)]
+    pub topic_replication: i32,
+    /// How long the broker may hold a fetch waiting for data (the per-hop latency floor).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 10)]
+    pub fetch_wait_max_ms: u32,
+    /// How long the producer keeps retrying a message before it reports failure.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub message_timeout_ms: u32,
+}
+
+impl KafkaArgs {
+    /// The topic name behind a logical stream.
+    pub fn topic(&self, stream: Stream) -> &str {
+        match stream {
+            Stream::Inventory => &self.topic_inventory,
+            Stream::Orders => &self.topic_orders,
+            Stream::OrderStatus => &self.topic_order_status,
+        }
+    }
+
+    /// The dead-letter topic of a stream's topic.
+    pub fn dead_letter_topic(&self, stream: Stream) -> String {
+        format!("{}.dlq", self.topic(stream))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// HS256 secret for bearer tokens, at least 32 bytes. Required unless --dev.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Local-development mode: a fixed, publicly known JWT secret and a pre-filled staff token
+    /// in the playground. Never use it where anyone else can reach the service.
+    #[arg(long = "dev", env = "OMS_DEV_MODE")]
+    pub dev_mode: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("JWT_SECRET is not set; set it (at least {MIN_SECRET_LEN} bytes) or pass --dev for local development")]
+    MissingSecret,
+    #[error("JWT_SECRET is {0} bytes; it must be at least {MIN_SECRET_LEN}")]
+    ShortSecret(usize),
+    #[error("--dev uses a publicly known secret and cannot be combined with JWT_SECRET")]
+    DevWithSecret,
+}
+
+impl AuthArgs {
+    /// The signing keys, refusing to run without a proper secret outside development mode.
+    pub fn keys(&self) -> Result<TokenKeys, ConfigError> {
+        match (&self.jwt_secret, self.dev_mode) {
+            (Some(_), true) => Err(ConfigError::DevWithSecret),
+            (None, true) => Ok(TokenKeys::new(DEV_SECRET.as_bytes())),
+            (None, false) => Err(ConfigError::MissingSecret),
+            (Some(secret), false) if secret.len() < MIN_SECRET_LEN => {
+                Err(ConfigError::ShortSecret(secret.len()))
+            }
+            (Some(secret), false) => Ok(TokenKeys::new(secret.as_bytes())),
+        }
+    }
+}
+
+/// Which parts of the service this process runs (like the old web and karafka processes).
+#[derive(clap::ValueEnum, Copy, Clone, Debug, Eq, PartialEq, Default)]
+pub enum Components {
+    /// API, consumers and relay.
+    #[default]
+    All,
+    /// The GraphQL API (with live subscriptions) and the outbox relay.
+    Api,
+    /// The Kafka consumers and the outbox relay.
+    Consumers,
+}
+
+impl Components {
+    pub fn runs_api(self) -> bool {
+        self != Components::Consumers
+    }
+
+    pub fn runs_consumers(self) -> bool {
+        self != Components::Api
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Address the HTTP server listens on (host:port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// Which components to run.
+    #[arg(long, env = "OMS_COMPONENTS", value_enum, default_value_t = Components::All)]
+    pub components: Components,
+    /// Apply pending migrations at start-up.
+    #[arg(long, env = "OMS_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Load the demo inventory at start-up (idempotent).
+    #[arg(long, env = "OMS_SEED")]
+    pub seed: bool,
+    /// Status changes buffered per instance for subscribers; one that falls further behind is
+    /// resynchronised from the database.
+    #[arg(long, env = "OMS_LIVE_BUFFER", default_value_t = 4096)]
+    pub live_buffer: usize,
+    /// Outbox rows published per relay round trip.
+    #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
+    pub outbox_batch: i64,
+    /// Largest page `first` may ask for.
+    #[arg(long, env = "OMS_MAX_PAGE_SIZE", default_value_t = 100)]
+    pub max_page_size: usize,
+    /// Seconds to finish in-flight work on SIGTERM before exiting anyway.
+    #[arg(long, env = "OMS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// The role (`role` claim).
+    #[arg(long, value_enum, default_value_t = Role::Customer)]
+    pub role: Role,
+    /// Hours until the token expires.
+    #[arg(long, default_value_t = 24)]
+    pub ttl_hours: u64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}

@@ -1,0 +1,25 @@
+//! The inventory consumer: a placed order is checked against stock and confirmed or rejected.
+
+use crate::domain::events::{Event, EventBody};
+use crate::kafka::consume::{HandleError, Handler};
+use crate::service::applying::apply_inventory_check;
+use sqlx::PgPool;
+
+pub struct InventoryHandler {
+    pub pool: PgPool,
+}
+
+impl Handler for InventoryHandler {
+    async fn handle(&self, event: Event) -> Result<(), HandleError> {
+        match event.body {
+            EventBody::OrderPlaced(_) => {
+                apply_inventory_check(&self.pool, event.event_id, event.order_id).await?;
+                Ok(())
+            }
+            other => Err(HandleError::Poison(format!(
+                "{} does not belong on the inventory topic",
+                other.type_name()
+            ))),
+        }
+    }
+}

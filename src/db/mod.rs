@@ -1,0 +1,87 @@
+//! All SQL lives here. Functions take an executor (the pool, a connection or a transaction),
+//! so callers decide what runs in one transaction.
+//!
+//! - [`orders`]: orders, their lines and status history.
+//! - [`inventory`]: stock levels and the stock ledger.
+//! - [`outbox`]: events waiting for Kafka.
+//! - [`inbox`]: events a consumer has already applied.
+
+pub mod inbox;
+pub mod inventory;
+pub mod orders;
+pub mod outbox;
+
+use crate::domain::status::OrderStatus;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgPool, PgPoolOptions, PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Encode, Postgres, Type};
+use std::time::Duration;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool. Connections are made lazily, so the service starts (and reports not ready)
+/// while the database is still coming up.
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url)
+}
+
+/// Whether an error is a unique violation of the named constraint or index.
+pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+impl Type<Postgres> for OrderStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for OrderStatus {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+    }
+}
+
+impl Encode<'_, Postgres> for OrderStatus {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+/// How many of this build's migrations the database has not applied.
+pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
+    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success")
+        .fetch_all(pool)
+        .await
+        .or_else(|error| match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
+            _ => Err(error),
+        })?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .count())
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> sqlx::Result<()> {
+    use sqlx::migrate::MigrateDatabase;
+    if !Postgres::database_exists(url).await? {
+        match Postgres::create_database(url).await {
+            Ok(()) => {}
+            // Created meanwhile by another instance.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

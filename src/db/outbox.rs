@@ -1,0 +1,86 @@
+//! Events waiting for Kafka. Rows are written in the transaction of the change they announce and
+//! deleted once the broker has acknowledged them.
+
+use crate::domain::events::Event;
+use sqlx::{PgConnection, PgExecutor};
+
+/// The channel a committed outbox row is announced on, so relays wake at once.
+pub const NOTIFY_CHANNEL: &str = "oms_outbox";
+
+/// Only the relay holding this transaction-scoped advisory lock publishes, so events leave in
+/// the order they were written even with several instances running.
+const RELAY_LOCK_KEY: i64 = 0x6f6d_735f_7265_6c61; // "oms_rela"
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub stream: String,
+    pub message_key: String,
+    pub payload: String,
+}
+
+/// Queues events in the caller's transaction and wakes relays when it commits.
+pub async fn enqueue(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<()> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut streams = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for event in events {
+        ids.push(event.event_id);
+        streams.push(event.body.stream().as_str());
+        keys.push(event.order_id.to_string());
+        payloads.push(serde_json::to_value(event).expect("events serialise to JSON"));
+    }
+    sqlx::query(
+        "insert into outbox (event_id, stream, message_key, payload)
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
+    )
+    .bind(ids)
+    .bind(streams)
+    .bind(keys)
+    .bind(payloads)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the relay lock for the caller's transaction; false when another relay holds it.
+pub async fn try_lock_relay(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(RELAY_LOCK_KEY)
+        .fetch_one(conn)
+        .await
+}
+
+/// The oldest `limit` rows, in the order they were written.
+pub async fn oldest(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    sqlx::query_as(
+        "select id, stream, message_key, payload::text as payload
+         from outbox order by id limit $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("delete from outbox where id = any($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many events wait, and the age in seconds of the oldest.
+pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
+        "select count(*), coalesce(extract(epoch from now() - min(created_at))::float8, 0)
+         from outbox",
+    )
+    .fetch_one(db)
+    .await
+}

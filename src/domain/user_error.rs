@@ -1,0 +1,63 @@
+//! Business failures that a client can act on. They travel in a mutation's payload
+//! (`userErrors { field code message }`), never as top-level GraphQL errors.
+
+use async_graphql::{Enum, SimpleObject};
+
+/// A stable, machine-readable reason; clients switch on it, people read the message.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum UserErrorCode {
+    /// The order has no lines.
+    EmptyOrder,
+    /// More lines than one order may hold.
+    TooManyLines,
+    /// A quantity is zero, negative or above the maximum.
+    InvalidQuantity,
+    /// A SKU is empty, too long or has characters outside `A-Z a-z 0-9 . _ -`.
+    InvalidSku,
+    /// The same SKU appears on two lines.
+    DuplicateSku,
+    /// No inventory item has that SKU.
+    UnknownSku,
+    /// An idempotency key is empty or too long.
+    InvalidIdempotencyKey,
+    /// The idempotency key was already used for an order with other lines.
+    IdempotencyKeyReused,
+    /// No order with that id is visible to the caller.
+    OrderNotFound,
+    /// The status machine does not allow that change from the order's current status.
+    InvalidTransition,
+    /// The caller's role may not make that change (customers may only cancel).
+    NotPermitted,
+    /// A free-text reason is too long or has control characters.
+    InvalidReason,
+    /// An inventory item's name is empty or too long.
+    InvalidName,
+    /// A low-stock threshold is negative or above the maximum.
+    InvalidThreshold,
+    /// The id is not a valid order id.
+    InvalidId,
+}
+
+/// One problem with a mutation's input.
+#[derive(SimpleObject, Clone, Debug, Eq, PartialEq)]
+pub struct UserError {
+    /// Path to the input field at fault, e.g. `["items", "2", "quantity"]`.
+    pub field: Option<Vec<String>>,
+    pub code: UserErrorCode,
+    pub message: String,
+}
+
+impl UserError {
+    pub fn new<P: ToString>(
+        field: impl IntoIterator<Item = P>,
+        code: UserErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
+        let field: Vec<String> = field.into_iter().map(|p| p.to_string()).collect();
+        UserError {
+            field: (!field.is_empty()).then_some(field),
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! DataLoaders: nested fields of a list (an order's lines, a line's item, an order's history) are
+//! fetched in one query per field per request instead of one per parent.
+
+use crate::db;
+use crate::db::inventory::InventoryItemRow;
+use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
+use async_graphql::dataloader::Loader;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct ItemBySku(pub PgPool);
+pub struct LinesByOrder(pub PgPool);
+pub struct HistoryByOrder(pub PgPool);
+pub struct OrderById(pub PgPool);
+
+impl Loader<String> for ItemBySku {
+    type Value = InventoryItemRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, skus: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        Ok(db::inventory::find_by_skus(&self.0, skus)
+            .await?
+            .into_iter()
+            .map(|item| (item.sku.clone(), item))
+            .collect())
+    }
+}
+
+impl Loader<Uuid> for LinesByOrder {
+    type Value = Vec<OrderLineRow>;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let mut by_order: HashMap<Uuid, Vec<OrderLineRow>> = HashMap::new();
+        for line in db::orders::lines_of(&self.0, ids).await? {
+            by_order.entry(line.order_id).or_default().push(line);
+        }
+        Ok(by_order)
+    }
+}
+
+impl Loader<Uuid> for HistoryByOrder {
+    type Value = Vec<StatusChangeRow>;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let mut by_order: HashMap<Uuid, Vec<StatusChangeRow>> = HashMap::new();
+        for change in db::orders::history_of(&self.0, ids).await? {
+            by_order.entry(change.order_id).or_default().push(change);
+        }
+        Ok(by_order)
+    }
+}
+
+impl Loader<Uuid> for OrderById {
+    type Value = OrderRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(db::orders::find_many(&self.0, ids)
+            .await?
+            .into_iter()
+            .map(|order| (order.id, order))
+            .collect())
+    }
+}

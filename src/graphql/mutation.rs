@@ -1,0 +1,174 @@
+//! Mutations. Business failures come back in `userErrors`; only authentication, authorization
+//! and outages are top-level errors.
+
+use super::types::{InventoryItem, Order};
+use super::{staff, viewer};
+use crate::domain::order::RequestedLine;
+use crate::domain::status::OrderStatus;
+use crate::domain::user_error::{UserError, UserErrorCode};
+use crate::error::IntoGraphql;
+use crate::service;
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use sqlx::PgPool;
+
+pub struct MutationRoot;
+
+#[derive(InputObject)]
+pub struct OrderLineInput {
+    /// The inventory item's SKU (letters, digits, `.`, `_`, `-`; at most 64).
+    pub sku: String,
+    /// Units wanted, 1 to 10000.
+    pub quantity: i32,
+}
+
+#[derive(InputObject)]
+pub struct PlaceOrderInput {
+    /// 1 to 100 lines, each SKU once.
+    pub items: Vec<OrderLineInput>,
+    /// Retrying with the same key returns the first order instead of placing another.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct PlaceOrderPayload {
+    /// The order, PENDING until the inventory check decides.
+    pub order: Option<Order>,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateOrderStatusInput {
+    pub order_id: ID,
+    pub status: OrderStatus,
+    /// Why (at most 500 characters); kept in the order's history.
+    pub reason: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UpdateOrderStatusPayload {
+    /// The order as it stands when the request is queued (before the change is applied).
+    pub order: Option<Order>,
+    /// The change was queued; its outcome arrives on `orderStatusChanged`.
+    pub accepted: bool,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
+pub struct UpsertInventoryItemInput {
+    pub sku: String,
+    pub name: String,
+    /// Units in stock, 0 or more.
+    pub quantity: i32,
+    /// Kept as it is when omitted (0 for a new item).
+    pub low_stock_threshold: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct UpsertInventoryItemPayload {
+    pub item: Option<InventoryItem>,
+    pub user_errors: Vec<UserError>,
+}
+
+#[Object]
+impl MutationRoot {
+    /// Places an order. It is stored PENDING and checked against stock right away; follow it on
+    /// `orderStatusChanged`.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        input: PlaceOrderInput,
+    ) -> async_graphql::Result<PlaceOrderPayload> {
+        let viewer = viewer(ctx)?;
+        let lines = input
+            .items
+            .into_iter()
+            .map(|line| RequestedLine {
+                sku: line.sku,
+                quantity: line.quantity,
+            })
+            .collect();
+        let result = service::placing::place_order(
+            ctx.data_unchecked::<PgPool>(),
+            viewer,
+            lines,
+            input.idempotency_key,
+        )
+        .await
+        .gql()?;
+        Ok(match result {
+            Ok(order) => PlaceOrderPayload {
+                order: Some(Order(order)),
+                user_errors: vec![],
+            },
+            Err(user_errors) => PlaceOrderPayload {
+                order: None,
+                user_errors,
+            },
+        })
+    }
+
+    /// Asks for a status change. Customers may only cancel their own orders; staff may make any
+    /// change the status machine allows (CONFIRMED and REJECTED are the inventory check's).
+    async fn update_order_status(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateOrderStatusInput,
+    ) -> async_graphql::Result<UpdateOrderStatusPayload> {
+        let viewer = viewer(ctx)?;
+        let Ok(order_id) = input.order_id.parse() else {
+            return Ok(UpdateOrderStatusPayload {
+                order: None,
+                accepted: false,
+                user_errors: vec![UserError::new(
+                    ["orderId"],
+                    UserErrorCode::InvalidId,
+                    format!("{:?} is not an order id (a UUID)", input.order_id.as_str()),
+                )],
+            });
+        };
+        let outcome = service::status_requests::request_status_change(
+            ctx.data_unchecked::<PgPool>(),
+            viewer,
+            order_id,
+            input.status,
+            input.reason,
+        )
+        .await
+        .gql()?;
+        Ok(UpdateOrderStatusPayload {
+            order: outcome.order.map(Order),
+            accepted: outcome.accepted,
+            user_errors: outcome.user_errors,
+        })
+    }
+
+    /// Creates or updates an inventory item (staff only).
+    async fn upsert_inventory_item(
+        &self,
+        ctx: &Context<'_>,
+        input: UpsertInventoryItemInput,
+    ) -> async_graphql::Result<UpsertInventoryItemPayload> {
+        staff(ctx)?;
+        let result = service::inventory::upsert_item(
+            ctx.data_unchecked::<PgPool>(),
+            service::inventory::ItemInput {
+                sku: input.sku,
+                name: input.name,
+                quantity: input.quantity,
+                low_stock_threshold: input.low_stock_threshold,
+            },
+        )
+        .await
+        .gql()?;
+        Ok(match result {
+            Ok(item) => UpsertInventoryItemPayload {
+                item: Some(InventoryItem(item)),
+                user_errors: vec![],
+            },
+            Err(user_errors) => UpsertInventoryItemPayload {
+                item: None,
+                user_errors,
+            },
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! Queries: orders (a customer sees their own, staff see all) and inventory.
+
+use super::types::{InventoryItem, Order};
+use super::{parse_order_id, viewer, Limits};
+use crate::db;
+use crate::db::orders::OrderFilter;
+use crate::domain::status::OrderStatus;
+use crate::error::{AppError, IntoGraphql};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, ErrorExtensions, Object, ID};
+use sqlx::PgPool;
+
+pub struct QueryRoot;
+
+const DEFAULT_PAGE_SIZE: usize = 20;
+
+/// Checks `first` against the page size limit.
+fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<usize> {
+    let max = ctx.data_unchecked::<Limits>().max_page_size;
+    match first {
+        None => Ok(DEFAULT_PAGE_SIZE.min(max)),
+        Some(n) if n >= 0 && n as usize <= max => Ok(n as usize),
+        Some(n) => Err(AppError::BadUserInput(format!(
+            "first must be between 0 and {max} (the maximum page size), got {n}"
+        ))
+        .extend()),
+    }
+}
+
+fn bad_cursor(after: &str) -> async_graphql::Error {
+    AppError::BadUserInput(format!("after {after:?} is not a cursor from this list")).extend()
+}
+
+#[Object]
+impl QueryRoot {
+    /// One order, if it exists and the caller may see it.
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
+        let viewer = viewer(ctx)?;
+        let id = parse_order_id(&id)?;
+        let order = db::orders::find(ctx.data_unchecked::<PgPool>(), id)
+            .await
+            .gql()?;
+        Ok(order
+            .filter(|order| viewer.may_see_order_of(&order.user_id))
+            .map(Order))
+    }
+
+    /// Orders the caller may see, newest first.
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<OrderStatus>,
+    ) -> async_graphql::Result<Connection<String, Order>> {
+        let viewer = viewer(ctx)?;
+        let limit = page_size(ctx, first)?;
+        let before_id = after
+            .as_deref()
+            .map(|cursor| cursor.parse().map_err(|_| bad_cursor(cursor)))
+            .transpose()?;
+        let filter = OrderFilter {
+            user_id: (!viewer.is_staff()).then_some(viewer.user_id.as_str()),
+            status,
+            before_id,
+        };
+        let mut rows = db::orders::list(ctx.data_unchecked::<PgPool>(), &filter, limit as i64 + 1)
+            .await
+            .gql()?;
+        let has_next = rows.len() > limit;
+        rows.truncate(limit);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(row.id.to_string(), Order(row))),
+        );
+        Ok(connection)
+    }
+
+    /// One inventory item by SKU.
+    async fn inventory_item(
+        &self,
+        ctx: &Context<'_>,
+        sku: String,
+    ) -> async_graphql::Result<Option<InventoryItem>> {
+        viewer(ctx)?;
+        let mut items = db::inventory::find_by_skus(ctx.data_unchecked::<PgPool>(), &[sku])
+            .await
+            .gql()?;
+        Ok(items.pop().map(InventoryItem))
+    }
+
+    /// Inventory items ordered by SKU.
+    async fn inventory_items(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, InventoryItem>> {
+        viewer(ctx)?;
+        let limit = page_size(ctx, first)?;
+        let mut rows =
+            db::inventory::list(ctx.data_unchecked::<PgPool>(), after.as_deref(), limit as i64 + 1)
+                .await
+                .gql()?;
+        let has_next = rows.len() > limit;
+        rows.truncate(limit);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(row.sku.clone(), InventoryItem(row))),
+        );
+        Ok(connection)
+    }
+}

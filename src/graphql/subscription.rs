@@ -1,0 +1,146 @@
+//! Live status changes, pushed the moment they are applied.
+//!
+//! For one order the stream first replays its history after `afterVersion` (by default only the
+//! latest entry, i.e. its current state), then continues live, with no gap and no duplicate by
+//! `version`: the live feed is subscribed before the history is read, and anything already sent
+//! is dropped. A gap (a missed event) is filled from the history.
+
+use super::types::OrderStatusChange;
+use super::{parse_order_id, viewer};
+use crate::auth::Viewer;
+use crate::db;
+use crate::error::{AppError, IntoGraphql};
+use crate::live::StatusFeed;
+use async_graphql::{Context, ErrorExtensions, Subscription, ID};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+pub struct SubscriptionRoot;
+
+type ChangeStream = BoxStream<'static, async_graphql::Result<OrderStatusChange>>;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Status changes of one order (`orderId`), or of every order the caller may see (their own
+    /// for a customer, all for staff), optionally only those reaching `status`. With `orderId`,
+    /// the current state comes first; `afterVersion` replays the history after that version
+    /// instead (0 for the whole history), so a reconnecting client misses nothing.
+    async fn order_status_changed(
+        &self,
+        ctx: &Context<'_>,
+        order_id: Option<ID>,
+        after_version: Option<i32>,
+        status: Option<crate::domain::status::OrderStatus>,
+    ) -> async_graphql::Result<ChangeStream> {
+        let viewer = viewer(ctx)?.clone();
+        let feed = ctx.data_unchecked::<StatusFeed>().clone();
+        let pool = ctx.data_unchecked::<PgPool>().clone();
+        match order_id {
+            Some(id) => {
+                let id = parse_order_id(&id)?;
+                one_order(pool, feed, &viewer, id, after_version).await
+            }
+            None if after_version.is_some() => Err(AppError::BadUserInput(
+                "afterVersion needs orderId: versions count one order's changes".into(),
+            )
+            .extend()),
+            None => Ok(every_visible_order(feed, viewer, status)),
+        }
+    }
+}
+
+async fn one_order(
+    pool: PgPool,
+    feed: StatusFeed,
+    viewer: &Viewer,
+    order_id: Uuid,
+    after_version: Option<i32>,
+) -> async_graphql::Result<ChangeStream> {
+    // Subscribe before reading, so nothing committed after the read can be missed.
+    let mut live = feed.subscribe();
+    let order = db::orders::find(&pool, order_id)
+        .await
+        .gql()?
+        .filter(|order| viewer.may_see_order_of(&order.user_id))
+        .ok_or_else(|| {
+            AppError::NotFound(format!("no order {order_id} is visible to you")).extend()
+        })?;
+    if let Some(version) = after_version.filter(|v| *v < 0) {
+        return Err(AppError::BadUserInput(format!(
+            "afterVersion must be 0 or more, got {version}"
+        ))
+        .extend());
+    }
+    let mut sent = after_version.unwrap_or(order.version - 1);
+    Ok(async_stream::stream! {
+        let mut catch_up = true;
+        loop {
+            if catch_up {
+                catch_up = false;
+                match db::orders::history_after(&pool, order_id, sent).await {
+                    Ok(changes) => for change in changes {
+                        sent = change.version;
+                        yield Ok(OrderStatusChange::from_history(change));
+                    },
+                    Err(error) => {
+                        yield Err::<OrderStatusChange, _>(AppError::from(error).extend());
+                        break;
+                    }
+                }
+            }
+            match live.recv().await {
+                Ok(event) if event.order_id == order_id => {
+                    let Some(change) = OrderStatusChange::from_event(&event) else { continue };
+                    match change.outcome {
+                        super::types::ChangeOutcome::Refused => yield Ok(change),
+                        super::types::ChangeOutcome::Applied if change.version <= sent => {}
+                        super::types::ChangeOutcome::Applied if change.version == sent + 1 => {
+                            sent = change.version;
+                            yield Ok(change);
+                        }
+                        // A gap: fetch what was missed from the history.
+                        super::types::ChangeOutcome::Applied => catch_up = true,
+                    }
+                }
+                Ok(_) => {}
+                // Fell behind the buffer: resynchronise from the history.
+                Err(RecvError::Lagged(_)) => catch_up = true,
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    .boxed())
+}
+
+fn every_visible_order(
+    feed: StatusFeed,
+    viewer: Viewer,
+    status: Option<crate::domain::status::OrderStatus>,
+) -> ChangeStream {
+    let mut live = feed.subscribe();
+    async_stream::stream! {
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    let Some(change) = OrderStatusChange::from_event(&event) else { continue };
+                    let visible = change
+                        .owner_id
+                        .as_deref()
+                        .is_some_and(|owner| viewer.may_see_order_of(owner));
+                    if visible && status.is_none_or(|wanted| wanted == change.to) {
+                        yield Ok(change);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    yield Err(AppError::Lagged(missed).extend());
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    .boxed()
+}

@@ -1,0 +1,229 @@
+//! GraphQL object types. Each wraps a database row; nested fields load through DataLoaders.
+
+use super::loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
+use super::viewer;
+use crate::db::inventory::InventoryItemRow;
+use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
+use crate::domain::events::{Event, EventBody};
+use crate::domain::status::OrderStatus;
+use crate::error::IntoGraphql;
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// An order: lines of SKU x quantity, moving through the status machine.
+pub struct Order(pub OrderRow);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The customer who placed it.
+    async fn user_id(&self) -> ID {
+        ID(self.0.user_id.clone())
+    }
+
+    async fn status(&self) -> OrderStatus {
+        self.0.status
+    }
+
+    async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLine>> {
+        let lines = ctx
+            .data_unchecked::<DataLoader<LinesByOrder>>()
+            .load_one(self.0.id)
+            .await
+            .gql()?
+            .unwrap_or_default();
+        Ok(lines.into_iter().map(OrderLine).collect())
+    }
+
+    /// Why the inventory check rejected it (each line that could not be filled).
+    async fn rejection_reason(&self) -> Option<&str> {
+        self.0.rejection_reason.as_deref()
+    }
+
+    /// Counts the order's status changes: 1 when placed. Subscribers use it to spot gaps.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// Every status the order has had, oldest first (versions 1, 2, 3, ...).
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderStatusChange>> {
+        let history = ctx
+            .data_unchecked::<DataLoader<HistoryByOrder>>()
+            .load_one(self.0.id)
+            .await
+            .gql()?
+            .unwrap_or_default();
+        Ok(history.into_iter().map(OrderStatusChange::from_history).collect())
+    }
+}
+
+pub struct OrderLine(pub OrderLineRow);
+
+#[Object]
+impl OrderLine {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+
+    /// The inventory item as it is now.
+    async fn item(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InventoryItem>> {
+        Ok(ctx
+            .data_unchecked::<DataLoader<ItemBySku>>()
+            .load_one(self.0.sku.clone())
+            .await
+            .gql()?
+            .map(InventoryItem))
+    }
+}
+
+pub struct InventoryItem(pub InventoryItemRow);
+
+#[Object]
+impl InventoryItem {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Units in stock now.
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+
+    /// At or below this quantity the item counts as low on stock.
+    async fn low_stock_threshold(&self) -> i32 {
+        self.0.low_stock_threshold
+    }
+
+    /// Whether the quantity is at or below the low-stock threshold.
+    async fn low_stock(&self) -> bool {
+        self.0.quantity <= self.0.low_stock_threshold
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// Whether a status change happened or a requested one was refused.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum ChangeOutcome {
+    /// The order moved from `from` to `to`.
+    Applied,
+    /// A requested change (`requestedStatus`) could not be applied when its turn came; the
+    /// order stays `to` and `reason` says why.
+    Refused,
+}
+
+/// A status change of an order, as kept in its history and pushed to subscribers.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct OrderStatusChange {
+    pub order_id: ID,
+    /// The status before; absent for the first entry (the order was placed).
+    pub from: Option<OrderStatus>,
+    /// The status after (for a refusal: the status the order keeps).
+    pub to: OrderStatus,
+    pub reason: Option<String>,
+    /// The order's version after the change (unchanged for a refusal).
+    pub version: i32,
+    pub at: DateTime<Utc>,
+    pub outcome: ChangeOutcome,
+    /// For a refusal: the status that was asked for.
+    pub requested_status: Option<OrderStatus>,
+    #[graphql(skip)]
+    pub order_uuid: Uuid,
+    #[graphql(skip)]
+    pub owner_id: Option<String>,
+}
+
+#[ComplexObject]
+impl OrderStatusChange {
+    /// The order as it is now.
+    async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
+        let viewer = viewer(ctx)?;
+        let order = ctx
+            .data_unchecked::<DataLoader<OrderById>>()
+            .load_one(self.order_uuid)
+            .await
+            .gql()?;
+        Ok(order
+            .filter(|order| viewer.may_see_order_of(&order.user_id))
+            .map(Order))
+    }
+}
+
+impl OrderStatusChange {
+    /// An entry of an order's history.
+    pub fn from_history(row: StatusChangeRow) -> Self {
+        OrderStatusChange {
+            order_id: ID(row.order_id.to_string()),
+            from: row.from_status,
+            to: row.to_status,
+            reason: row.reason,
+            version: row.version,
+            at: row.at,
+            outcome: ChangeOutcome::Applied,
+            requested_status: None,
+            order_uuid: row.order_id,
+            owner_id: None,
+        }
+    }
+}
+
+impl OrderStatusChange {
+    /// The change a status event announces; `None` for events that are not status changes.
+    pub fn from_event(event: &Event) -> Option<Self> {
+        let (from, to, reason, outcome, requested, owner) = match &event.body {
+            EventBody::OrderStatusChanged(changed) => (
+                changed.from,
+                changed.to,
+                changed.reason.clone(),
+                ChangeOutcome::Applied,
+                None,
+                &changed.user_id,
+            ),
+            EventBody::StatusChangeRefused(refused) => (
+                Some(refused.current),
+                refused.current,
+                Some(refused.message.clone()),
+                ChangeOutcome::Refused,
+                Some(refused.requested),
+                &refused.user_id,
+            ),
+            _ => return None,
+        };
+        Some(OrderStatusChange {
+            order_id: ID(event.order_id.to_string()),
+            from,
+            to,
+            reason,
+            version: event.version,
+            at: event.occurred_at,
+            outcome,
+            requested_status: requested,
+            order_uuid: event.order_id,
+            owner_id: Some(owner.clone()),
+        })
+    }
+}

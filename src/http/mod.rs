@@ -1,0 +1,181 @@
+//! The HTTP surface: `POST|GET /graphql`, the WebSocket at `/graphql/ws` (both
+//! `graphql-transport-ws` and the legacy `graphql-ws` subprotocols), the GraphiQL playground at
+//! `/`, and `/healthz` / `/readyz`.
+
+use crate::auth::{TokenKeys, Viewer};
+use crate::error::AppError;
+use crate::graphql::OmsSchema;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
+
+/// Largest request body accepted on `/graphql`.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub schema: OmsSchema,
+    pub keys: TokenKeys,
+    pub pool: PgPool,
+    pub producer: rdkafka::producer::FutureProducer,
+    /// Headers the playground starts with (a staff token in development mode).
+    pub playground_headers: Arc<String>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(playground))
+        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn playground(State(state): State<HttpState>) -> Html<String> {
+    Html(PLAYGROUND.replace("__OMS_DEFAULT_HEADERS__", &state.playground_headers))
+}
+
+/// A response carrying one GraphQL error, for failures before the request reaches the schema.
+fn graphql_error(status: StatusCode, error: AppError) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": error.to_string(), "extensions": { "code": error.code() } }]
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn graphql(
+    State(state): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    let mut request = request.into_inner();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let viewer = value
+            .to_str()
+            .map_err(|_| crate::auth::AuthError::MalformedHeader)
+            .and_then(|value| state.keys.verify_authorization(value));
+        match viewer {
+            Ok(viewer) => request = request.data(viewer),
+            Err(error) => {
+                return graphql_error(
+                    StatusCode::UNAUTHORIZED,
+                    AppError::Unauthenticated(error.to_string()),
+                )
+            }
+        }
+    }
+    if method == Method::GET && changes_state(&mut request) {
+        return graphql_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            AppError::BadUserInput("mutations and subscriptions need POST (or the WebSocket)".into()),
+        );
+    }
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// Whether the operation a request would run is not a query (GraphQL over HTTP: GET must not
+/// change anything).
+fn changes_state(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::OperationType;
+    let wanted = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false; // The schema reports the syntax error.
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = wanted.is_none() || name.map(|n| n.as_str()) == wanted.as_deref();
+        selected && operation.node.ty != OperationType::Query
+    })
+}
+
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let keys = state.keys.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let mut data = async_graphql::Data::default();
+                    if let Some(viewer) = viewer_from_init_payload(&keys, &payload)? {
+                        data.insert(viewer);
+                    }
+                    Ok(data)
+                })
+                .keepalive_timeout(Duration::from_secs(30))
+                .serve()
+        })
+}
+
+/// Reads `{"Authorization": "Bearer ..."}` (any case; also under `headers`) from a WebSocket
+/// `connection_init` payload. No token: an anonymous connection. A bad token: the connection
+/// is refused.
+fn viewer_from_init_payload(
+    keys: &TokenKeys,
+    payload: &serde_json::Value,
+) -> async_graphql::Result<Option<Viewer>> {
+    let find = |object: &serde_json::Value| {
+        object.as_object().and_then(|map| {
+            map.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+                .map(|(_, value)| value.clone())
+        })
+    };
+    let value = find(payload).or_else(|| payload.get("headers").and_then(find));
+    match value {
+        None => Ok(None),
+        Some(serde_json::Value::String(value)) => keys
+            .verify_authorization(&value)
+            .map(Some)
+            .map_err(|error| async_graphql::Error::new(format!("authentication failed: {error}"))),
+        Some(_) => Err(async_graphql::Error::new(
+            "authentication failed: Authorization must be a string `Bearer <token>`",
+        )),
+    }
+}
+
+/// Ready when the database answers with every migration applied and the broker answers.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let mut problems = Vec::new();
+    match crate::db::pending_migrations(&state.pool).await {
+        Ok(0) => {}
+        Ok(pending) => problems.push(format!("{pending} database migrations are not applied")),
+        Err(error) => problems.push(format!("database unreachable: {error}")),
+    }
+    let producer = state.producer.clone();
+    let broker = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map(|_| ())
+    })
+    .await;
+    if !matches!(broker, Ok(Ok(()))) {
+        problems.push("Kafka broker unreachable".to_owned());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not ready", "problems": problems })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,102 @@
+//! rdkafka plumbing only: client configuration, topic administration and the consumer loop.
+//! What a message means is decided elsewhere (`consumers/`, `live/`).
+
+pub mod consume;
+
+use crate::config::KafkaArgs;
+use crate::domain::events::Stream;
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+fn base_config(args: &KafkaArgs) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.kafka_brokers)
+        .set("client.id", "oms")
+        // A broker that is down is retried quietly; failures surface through delivery results.
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("log_level", "4");
+    config
+}
+
+/// An idempotent producer that waits for all in-sync replicas: no duplicates from its own
+/// retries, and per-partition order kept.
+pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+    base_config(args)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", args.message_timeout_ms.to_string())
+        .create()
+        .context("creating the Kafka producer")
+}
+
+/// A group member whose offsets move only when the application stores them, which it does after
+/// the database commit. Stored offsets are committed in the background and on shutdown.
+pub fn group_consumer(args: &KafkaArgs, group_id: &str) -> anyhow::Result<StreamConsumer> {
+    base_config(args)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()
+        .with_context(|| format!("creating the Kafka consumer of group {group_id}"))
+}
+
+/// A consumer outside any group that reads partitions it is assigned and commits nothing.
+pub fn standalone_consumer(args: &KafkaArgs) -> anyhow::Result<StreamConsumer> {
+    base_config(args)
+        // librdkafka wants a group id even when the group is never joined.
+        .set("group.id", format!("oms-live-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
+        .create()
+        .context("creating the Kafka status reader")
+}
+
+/// Creates oms's topics and their dead-letter topics when they are missing.
+pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(args)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let mut names: Vec<String> = Vec::new();
+    for stream in Stream::ALL {
+        names.push(args.topic(stream).to_owned());
+        names.push(args.dead_letter_topic(stream));
+    }
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                args.topic_partitions,
+                TopicReplication::Fixed(args.topic_replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .context("asking the broker to create topics")?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name} failed: {code}"),
+        }
+    }
+    Ok(())
+}

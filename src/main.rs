@@ -1,0 +1,55 @@
+use anyhow::Context;
+use clap::Parser;
+use oms::config::{Cli, Command};
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    oms::telemetry::init(&cli.telemetry);
+    match cli.command {
+        Command::Serve(args) => {
+            let app = oms::app::start(args).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            app.stop().await;
+        }
+        Command::Migrate(args) => {
+            oms::db::create_database_if_missing(&args.database_url).await?;
+            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
+            oms::db::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Seed(args) => {
+            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
+            let created = oms::seed::seed_demo_inventory(&pool).await?;
+            tracing::info!(created, "demo inventory seeded");
+        }
+        Command::Token(args) => {
+            let keys = args.auth.keys()?;
+            let ttl = Duration::from_secs(args.ttl_hours * 3600);
+            println!("{}", keys.issue(&args.sub, args.role, ttl));
+        }
+        Command::Schema => print!("{}", oms::graphql::sdl()),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

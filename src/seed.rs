@@ -1,0 +1,33 @@
+//! Demo inventory for local runs: created when missing, never overwritten.
+
+use crate::db;
+use anyhow::Context;
+use sqlx::PgPool;
+
+/// (SKU, name, quantity, low-stock threshold)
+pub const DEMO_ITEMS: &[(&str, &str, i32, i32)] = &[
+    ("KB-MECH-01", "Mechanical keyboard", 120, 10),
+    ("MS-WL-02", "Wireless mouse", 300, 25),
+    ("MON-27-4K", "27\" 4K monitor", 40, 5),
+    ("USB-C-HUB", "USB-C hub, 7 ports", 200, 20),
+    ("HDST-BT", "Bluetooth headset", 80, 10),
+    ("CAM-1080P", "1080p webcam", 60, 8),
+    ("CBL-HDMI-2M", "HDMI cable, 2 m", 500, 50),
+    ("DESK-LAMP", "LED desk lamp", 3, 5),
+];
+
+/// Creates the demo items that do not exist yet; returns how many were created.
+pub async fn seed_demo_inventory(pool: &PgPool) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let mut created = 0;
+    for (sku, name, quantity, threshold) in DEMO_ITEMS {
+        if db::inventory::create_if_missing(&mut tx, sku, name, *quantity, *threshold)
+            .await
+            .with_context(|| format!("seeding {sku}"))?
+        {
+            created += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(created)
+}

@@ -1,0 +1,132 @@
+//! Placing an order: validated, stored PENDING with its lines and first history entry, and
+//! announced to the inventory check and to subscribers, all in one transaction.
+
+use crate::auth::Viewer;
+use crate::db;
+use crate::db::orders::{NewOrder, OrderRow};
+use crate::domain::events::{Actor, Event, EventBody, EventLine, OrderPlaced};
+use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine};
+use crate::domain::user_error::{UserError, UserErrorCode};
+use crate::error::AppError;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The placed order, or why it was not placed.
+pub type PlaceOrderResult = Result<OrderRow, Vec<UserError>>;
+
+pub async fn place_order(
+    pool: &PgPool,
+    viewer: &Viewer,
+    lines: Vec<RequestedLine>,
+    idempotency_key: Option<String>,
+) -> Result<PlaceOrderResult, AppError> {
+    let mut errors = validate_lines(&lines);
+    errors.extend(idempotency_key.as_deref().and_then(check_idempotency_key));
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    if let Some(key) = &idempotency_key {
+        if let Some(existing) =
+            db::orders::find_by_idempotency_key(pool, &viewer.user_id, key).await?
+        {
+            return replay(pool, existing, &lines).await;
+        }
+    }
+    let unknown = unknown_skus(pool, &lines).await?;
+    if !unknown.is_empty() {
+        return Ok(Err(unknown));
+    }
+
+    let mut tx = pool.begin().await?;
+    let new_order = NewOrder {
+        id: Uuid::now_v7(),
+        user_id: &viewer.user_id,
+        idempotency_key: idempotency_key.as_deref(),
+    };
+    let order = match db::orders::insert_order(&mut tx, &new_order).await {
+        Ok(order) => order,
+        // The same key placed concurrently: the other request won; answer with its order.
+        Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
+            drop(tx);
+            let key = idempotency_key.as_deref().unwrap_or_default();
+            let existing = db::orders::find_by_idempotency_key(pool, &viewer.user_id, key)
+                .await?
+                .ok_or_else(|| AppError::Internal(e.into()))?;
+            return replay(pool, existing, &lines).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let line_pairs: Vec<(String, i32)> = lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    db::orders::insert_lines(&mut tx, order.id, &line_pairs).await?;
+    let placed = Event::new(
+        order.id,
+        order.version,
+        EventBody::OrderPlaced(OrderPlaced {
+            user_id: order.user_id.clone(),
+            lines: lines
+                .iter()
+                .map(|l| EventLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+        }),
+    );
+    let actor = Actor {
+        user_id: viewer.user_id.clone(),
+        role: viewer.role,
+    };
+    super::announce_change(&mut tx, &order, None, None, Some(actor), Some(placed)).await?;
+    tx.commit().await?;
+    tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
+    Ok(Ok(order))
+}
+
+/// A repeated idempotency key: the first order if the lines are the same, a user error if not.
+async fn replay(
+    pool: &PgPool,
+    existing: OrderRow,
+    lines: &[RequestedLine],
+) -> Result<PlaceOrderResult, AppError> {
+    let stored: Vec<(String, i32)> = db::orders::lines_of(pool, &[existing.id])
+        .await?
+        .into_iter()
+        .map(|l| (l.sku, l.quantity))
+        .collect();
+    let requested: Vec<(String, i32)> = lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    if stored == requested {
+        Ok(Ok(existing))
+    } else {
+        Ok(Err(vec![UserError::new(
+            ["idempotencyKey"],
+            UserErrorCode::IdempotencyKeyReused,
+            format!(
+                "this idempotency key was already used for order {} with different lines",
+                existing.id
+            ),
+        )]))
+    }
+}
+
+async fn unknown_skus(pool: &PgPool, lines: &[RequestedLine]) -> Result<Vec<UserError>, AppError> {
+    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+    let known = db::inventory::find_by_skus(pool, &skus).await?;
+    Ok(lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| !known.iter().any(|item| item.sku == line.sku))
+        .map(|(index, line)| {
+            UserError::new(
+                ["items".to_owned(), index.to_string(), "sku".to_owned()],
+                UserErrorCode::UnknownSku,
+                format!("no inventory item has SKU {}", line.sku),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,106 @@
+//! A requested status change: checked against the order as it stands now, then queued on the
+//! `orders` stream. The orders consumer checks it again when it applies it, because the order
+//! may move in between; the outcome (applied or refused) reaches subscribers either way.
+
+use crate::auth::{Role, Viewer};
+use crate::db;
+use crate::db::orders::OrderRow;
+use crate::domain::events::{Actor, Event, EventBody, StatusChangeRequested};
+use crate::domain::order::check_reason;
+use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
+use crate::domain::user_error::{UserError, UserErrorCode};
+use crate::error::AppError;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub struct StatusRequestOutcome {
+    /// The order as it stands (before the change is applied); absent when it is not visible.
+    pub order: Option<OrderRow>,
+    /// The change was queued (or the order already has that status).
+    pub accepted: bool,
+    pub user_errors: Vec<UserError>,
+}
+
+impl StatusRequestOutcome {
+    fn refused(order: Option<OrderRow>, error: UserError) -> Self {
+        StatusRequestOutcome {
+            order,
+            accepted: false,
+            user_errors: vec![error],
+        }
+    }
+}
+
+/// Whether `role` may ask for `to` at all: customers may only cancel.
+pub fn role_may_request(role: Role, to: OrderStatus) -> bool {
+    role == Role::Staff || to == OrderStatus::Cancelled
+}
+
+pub async fn request_status_change(
+    pool: &PgPool,
+    viewer: &Viewer,
+    order_id: Uuid,
+    to: OrderStatus,
+    reason: Option<String>,
+) -> Result<StatusRequestOutcome, AppError> {
+    if let Some(error) = reason.as_deref().and_then(check_reason) {
+        return Ok(StatusRequestOutcome::refused(None, error));
+    }
+    let order = match db::orders::find(pool, order_id).await? {
+        Some(order) if viewer.may_see_order_of(&order.user_id) => order,
+        _ => {
+            return Ok(StatusRequestOutcome::refused(
+                None,
+                UserError::new(
+                    ["orderId"],
+                    UserErrorCode::OrderNotFound,
+                    format!("no order {order_id} is visible to you"),
+                ),
+            ))
+        }
+    };
+    if !role_may_request(viewer.role, to) {
+        return Ok(StatusRequestOutcome::refused(
+            Some(order),
+            UserError::new(
+                ["status"],
+                UserErrorCode::NotPermitted,
+                format!("customers may only cancel their orders, not set them {to}"),
+            ),
+        ));
+    }
+    match order.status.transition_to(to, ChangeOrigin::Request) {
+        Err(refusal) => Ok(StatusRequestOutcome::refused(
+            Some(order),
+            UserError::new(["status"], UserErrorCode::InvalidTransition, refusal.to_string()),
+        )),
+        Ok(Transition::NoOp) => Ok(StatusRequestOutcome {
+            order: Some(order),
+            accepted: true,
+            user_errors: vec![],
+        }),
+        Ok(Transition::Apply { .. }) => {
+            let request = Event::new(
+                order.id,
+                order.version,
+                EventBody::StatusChangeRequested(StatusChangeRequested {
+                    to,
+                    reason,
+                    requested_by: Actor {
+                        user_id: viewer.user_id.clone(),
+                        role: viewer.role,
+                    },
+                }),
+            );
+            let mut tx = pool.begin().await?;
+            db::outbox::enqueue(&mut tx, std::slice::from_ref(&request)).await?;
+            tx.commit().await?;
+            tracing::info!(order_id = %order.id, event_id = %request.event_id, to = %to, "status change queued");
+            Ok(StatusRequestOutcome {
+                order: Some(order),
+                accepted: true,
+                user_errors: vec![],
+            })
+        }
+    }
+}
