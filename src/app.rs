@@ -53,8 +53,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
              playground holds a staff token. Never expose this instance."
         );
     }
-    let pool = db::connect_lazy(&args.database.database_url, args.database.database_max_connections)
-        .context("configuring the database pool")?;
+    let pool = db::connect_lazy(
+        &args.database.database_url,
+        args.database.database_max_connections,
+    )
+    .context("configuring the database pool")?;
     if args.migrate {
         db::create_database_if_missing(&args.database.database_url)
             .await
@@ -116,7 +119,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             },
         );
         let playground_headers = if args.auth.dev_mode {
-            let token = keys.issue("dev-staff", auth::Role::Staff, Duration::from_secs(7 * 24 * 3600));
+            let token = keys.issue(
+                "dev-staff",
+                auth::Role::Staff,
+                Duration::from_secs(7 * 24 * 3600),
+            );
             serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
         } else {
             "{}".to_owned()

@@ -77,7 +77,8 @@ impl ErrorExtensions for AppError {
         if let AppError::Internal(cause) = self {
             tracing::error!(error = ?cause, "request failed with an internal error");
         }
-        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| ext.set("code", self.code()))
+        async_graphql::Error::new(self.to_string())
+            .extend_with(|_, ext| ext.set("code", self.code()))
     }
 }
 

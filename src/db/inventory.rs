@@ -88,8 +88,10 @@ pub async fn move_stock(
     reason: MovementReason,
     moves: &[(String, i32)],
 ) -> sqlx::Result<()> {
-    let (skus, deltas): (Vec<&str>, Vec<i32>) =
-        moves.iter().map(|(sku, delta)| (sku.as_str(), *delta)).unzip();
+    let (skus, deltas): (Vec<&str>, Vec<i32>) = moves
+        .iter()
+        .map(|(sku, delta)| (sku.as_str(), *delta))
+        .unzip();
     sqlx::query(
         "with moved as (
              update inventory_items item

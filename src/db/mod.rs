@@ -59,13 +59,14 @@ impl Encode<'_, Postgres> for OrderStatus {
 
 /// How many of this build's migrations the database has not applied.
 pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
-    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success")
-        .fetch_all(pool)
-        .await
-        .or_else(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
-            _ => Err(error),
-        })?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await
+            .or_else(|error| match &error {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
+                _ => Err(error),
+            })?;
     Ok(MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))

@@ -156,7 +156,10 @@ pub async fn list(
     .await
 }
 
-pub async fn lines_of(db: impl PgExecutor<'_>, order_ids: &[Uuid]) -> sqlx::Result<Vec<OrderLineRow>> {
+pub async fn lines_of(
+    db: impl PgExecutor<'_>,
+    order_ids: &[Uuid],
+) -> sqlx::Result<Vec<OrderLineRow>> {
     sqlx::query_as(
         "select order_id, line_no, sku, quantity from order_lines
          where order_id = any($1) order by order_id, line_no",

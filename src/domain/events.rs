@@ -162,7 +162,9 @@ impl Event {
 pub enum UndecodableEvent {
     #[error("payload is not a JSON event: {0}")]
     NotAnEvent(#[from] serde_json::Error),
-    #[error("event schema version {0} is newer than this build understands ({EVENT_SCHEMA_VERSION})")]
+    #[error(
+        "event schema version {0} is newer than this build understands ({EVENT_SCHEMA_VERSION})"
+    )]
     FromTheFuture(u32),
     #[error("the message has no payload")]
     Empty,

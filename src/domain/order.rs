@@ -44,7 +44,11 @@ pub fn validate_lines(lines: &[RequestedLine]) -> Vec<UserError> {
     for (index, line) in lines.iter().enumerate() {
         let at = |field: &str| ["items".to_owned(), index.to_string(), field.to_owned()];
         if let Err(problem) = check_sku(&line.sku) {
-            errors.push(UserError::new(at("sku"), UserErrorCode::InvalidSku, problem));
+            errors.push(UserError::new(
+                at("sku"),
+                UserErrorCode::InvalidSku,
+                problem,
+            ));
         } else if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
             errors.push(UserError::new(
                 at("sku"),
@@ -223,7 +227,10 @@ mod tests {
         let lines: Vec<_> = (0..=MAX_LINES_PER_ORDER)
             .map(|i| line(&format!("S{i}"), 1))
             .collect();
-        assert_eq!(codes(&validate_lines(&lines)), [UserErrorCode::TooManyLines]);
+        assert_eq!(
+            codes(&validate_lines(&lines)),
+            [UserErrorCode::TooManyLines]
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use sqlx::PgPool;
 
-pub type OmsSchema = Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+pub type OmsSchema =
+    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
 /// Limits a request must stay within.
 #[derive(Clone, Debug)]
@@ -23,8 +24,8 @@ pub struct Limits {
     pub max_page_size: usize,
 }
 
-fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>
-{
+fn builder(
+) -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot> {
     Schema::build(
         query::QueryRoot,
         mutation::MutationRoot,

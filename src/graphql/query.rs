@@ -99,10 +99,13 @@ impl QueryRoot {
     ) -> async_graphql::Result<Connection<String, InventoryItem>> {
         viewer(ctx)?;
         let limit = page_size(ctx, first)?;
-        let mut rows =
-            db::inventory::list(ctx.data_unchecked::<PgPool>(), after.as_deref(), limit as i64 + 1)
-                .await
-                .gql()?;
+        let mut rows = db::inventory::list(
+            ctx.data_unchecked::<PgPool>(),
+            after.as_deref(),
+            limit as i64 + 1,
+        )
+        .await
+        .gql()?;
         let has_next = rows.len() > limit;
         rows.truncate(limit);
         let mut connection = Connection::new(after.is_some(), has_next);

@@ -66,7 +66,10 @@ impl Order {
             .await
             .gql()?
             .unwrap_or_default();
-        Ok(history.into_iter().map(OrderStatusChange::from_history).collect())
+        Ok(history
+            .into_iter()
+            .map(OrderStatusChange::from_history)
+            .collect())
     }
 }
 

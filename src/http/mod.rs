@@ -80,7 +80,9 @@ async fn graphql(
     if method == Method::GET && changes_state(&mut request) {
         return graphql_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            AppError::BadUserInput("mutations and subscriptions need POST (or the WebSocket)".into()),
+            AppError::BadUserInput(
+                "mutations and subscriptions need POST (or the WebSocket)".into(),
+            ),
         );
     }
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
@@ -170,7 +172,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         problems.push("Kafka broker unreachable".to_owned());
     }
     if problems.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -78,7 +78,11 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Handles one message until it is applied or dead-lettered, then stores its offset.
     /// Returns false when shutdown interrupted it (its offset is then not stored, so it is
     /// delivered again).
-    pub async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    pub async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let span = tracing::info_span!(
             "consume",
             consumer = self.name,
@@ -150,11 +154,26 @@ impl<H: Handler> ConsumerLoop<H> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "x-dlq-reason", value: Some(reason) })
-            .insert(Header { key: "x-dlq-consumer", value: Some(self.name) })
-            .insert(Header { key: "x-original-topic", value: Some(message.topic()) })
-            .insert(Header { key: "x-original-partition", value: Some(&partition) })
-            .insert(Header { key: "x-original-offset", value: Some(&offset) });
+            .insert(Header {
+                key: "x-dlq-reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "x-dlq-consumer",
+                value: Some(self.name),
+            })
+            .insert(Header {
+                key: "x-original-topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "x-original-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "x-original-offset",
+                value: Some(&offset),
+            });
         if let Some(original) = message.headers() {
             for header in original.iter() {
                 headers = headers.insert(header);
@@ -162,8 +181,8 @@ impl<H: Handler> ConsumerLoop<H> {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic)
-                .headers(headers.clone());
+            let mut record =
+                FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic).headers(headers.clone());
             if let Some(key) = message.key() {
                 record = record.key(key);
             }

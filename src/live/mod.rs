@@ -86,7 +86,9 @@ impl StatusReader {
             match received {
                 Ok(message) => match decode(message.payload()) {
                     Ok(event) => self.feed.publish(event),
-                    Err(error) => tracing::warn!(%error, offset = message.offset(), "skipping an undecodable status event"),
+                    Err(error) => {
+                        tracing::warn!(%error, offset = message.offset(), "skipping an undecodable status event")
+                    }
                 },
                 Err(error) => {
                     tracing::warn!(%error, "reading the status topic failed; retrying");

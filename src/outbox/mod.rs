@@ -40,8 +40,9 @@ impl Relay {
         }
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let stream = Stream::parse(&row.stream)
-                .with_context(|| format!("outbox row {} names unknown stream {}", row.id, row.stream))?;
+            let stream = Stream::parse(&row.stream).with_context(|| {
+                format!("outbox row {} names unknown stream {}", row.id, row.stream)
+            })?;
             let record = FutureRecord::to(self.kafka.topic(stream))
                 .key(&row.message_key)
                 .payload(&row.payload);
@@ -111,7 +112,9 @@ impl Relay {
         }
         match self.run_once().await {
             Ok(published) => tracing::info!(published, "outbox relay stopped"),
-            Err(error) => tracing::warn!(error = ?error, "outbox relay stopped with events left for the next start"),
+            Err(error) => {
+                tracing::warn!(error = ?error, "outbox relay stopped with events left for the next start")
+            }
         }
     }
 

@@ -67,14 +67,16 @@ pub async fn apply_inventory_check(
     let items = db::inventory::lock_by_skus(&mut tx, &skus).await?;
     let shortages: Vec<String> = lines
         .iter()
-        .filter_map(|line| match items.iter().find(|item| item.sku == line.sku) {
-            None => Some(format!("SKU {} no longer exists", line.sku)),
-            Some(item) if item.quantity < line.quantity => Some(format!(
-                "insufficient stock for SKU {}: requested {}, available {}",
-                line.sku, line.quantity, item.quantity
-            )),
-            Some(_) => None,
-        })
+        .filter_map(
+            |line| match items.iter().find(|item| item.sku == line.sku) {
+                None => Some(format!("SKU {} no longer exists", line.sku)),
+                Some(item) if item.quantity < line.quantity => Some(format!(
+                    "insufficient stock for SKU {}: requested {}, available {}",
+                    line.sku, line.quantity, item.quantity
+                )),
+                Some(_) => None,
+            },
+        )
         .collect();
     let changed = if shortages.is_empty() {
         let deductions: Vec<(String, i32)> =
@@ -128,7 +130,10 @@ pub async fn apply_requested_change(
             .transition_to(request.to, ChangeOrigin::Request)
             .map_err(|refusal| refusal.to_string())
     } else {
-        Err(format!("{} may not set this order {}", actor.user_id, request.to))
+        Err(format!(
+            "{} may not set this order {}",
+            actor.user_id, request.to
+        ))
     };
     let outcome = match decision {
         Err(message) => {

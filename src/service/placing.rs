@@ -56,10 +56,8 @@ pub async fn place_order(
         }
         Err(e) => return Err(e.into()),
     };
-    let line_pairs: Vec<(String, i32)> = lines
-        .iter()
-        .map(|l| (l.sku.clone(), l.quantity))
-        .collect();
+    let line_pairs: Vec<(String, i32)> =
+        lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
     db::orders::insert_lines(&mut tx, order.id, &line_pairs).await?;
     let placed = Event::new(
         order.id,
@@ -96,10 +94,7 @@ async fn replay(
         .into_iter()
         .map(|l| (l.sku, l.quantity))
         .collect();
-    let requested: Vec<(String, i32)> = lines
-        .iter()
-        .map(|l| (l.sku.clone(), l.quantity))
-        .collect();
+    let requested: Vec<(String, i32)> = lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
     if stored == requested {
         Ok(Ok(existing))
     } else {

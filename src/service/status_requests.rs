@@ -72,7 +72,11 @@ pub async fn request_status_change(
     match order.status.transition_to(to, ChangeOrigin::Request) {
         Err(refusal) => Ok(StatusRequestOutcome::refused(
             Some(order),
-            UserError::new(["status"], UserErrorCode::InvalidTransition, refusal.to_string()),
+            UserError::new(
+                ["status"],
+                UserErrorCode::InvalidTransition,
+                refusal.to_string(),
+            ),
         )),
         Ok(Transition::NoOp) => Ok(StatusRequestOutcome {
             order: Some(order),

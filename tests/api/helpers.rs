@@ -1,0 +1,420 @@
+//! The test harness: [`TestApp::spawn`] starts oms in-process on 127.0.0.1:0 against the real
+//! PostgreSQL (a fresh database per test) and the real broker (fresh topics and consumer groups
+//! per test), so tests run in parallel. Clients talk to it only through its public API: GraphQL
+//! over HTTP and over WebSocket.
+//!
+//! Environment: `DATABASE_URL` (any database on the server; tests create their own) and
+//! `KAFKA_BROKERS`. `scripts/test` sets both after starting the services.
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use oms::auth::{Role, TokenKeys};
+use oms::config::ServeArgs;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::sync::Once;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// Long enough for two broker hops and a relay wake-up on a busy 2-core machine.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Names shared by instances that run against the same database and broker.
+#[derive(Clone)]
+pub struct Deployment {
+    pub database_url: String,
+    pub suffix: String,
+}
+
+impl Deployment {
+    pub fn new() -> Self {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let (server, _) = base
+            .rsplit_once('/')
+            .expect("DATABASE_URL has a database name");
+        Deployment {
+            database_url: format!("{server}/oms_test_{suffix}"),
+            suffix,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub deployment: Deployment,
+    pub pool: PgPool,
+    http: reqwest::Client,
+    keys: TokenKeys,
+    app: Option<oms::app::RunningApp>,
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestApp {
+    /// A fresh deployment with one instance running everything.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_in(Deployment::new(), &[]).await
+    }
+
+    /// An instance of `deployment`, with extra `oms serve` flags.
+    pub async fn spawn_in(deployment: Deployment, extra: &[&str]) -> TestApp {
+        init_logging();
+        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let s = &deployment.suffix;
+        let mut args: Vec<String> = [
+            "oms",
+            "--listen-addr=127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--database-url",
+            &deployment.database_url,
+            "--database-max-connections=10",
+            "--kafka-brokers",
+            &brokers,
+            &format!("--topic-inventory=inventory-{s}"),
+            &format!("--topic-orders=orders-{s}"),
+            &format!("--topic-order-status=order-status-{s}"),
+            &format!("--group-prefix=oms-{s}"),
+            "--topic-partitions=2",
+            "--shutdown-grace-secs=5",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let cli = Cli::try_parse_from(args).expect("test flags parse");
+        let app = oms::app::start(cli.serve).await.expect("oms starts");
+        let pool = PgPool::connect(&deployment.database_url)
+            .await
+            .expect("test database reachable");
+        TestApp {
+            addr: app.addr.expect("the API runs"),
+            deployment,
+            pool,
+            http: reqwest::Client::new(),
+            keys: TokenKeys::new(SECRET.as_bytes()),
+            app: Some(app),
+        }
+    }
+
+    pub fn token(&self, user: &str, role: Role) -> String {
+        self.keys.issue(user, role, Duration::from_secs(3600))
+    }
+
+    pub fn customer(&self, user: &str) -> String {
+        self.token(user, Role::Customer)
+    }
+
+    pub fn staff(&self) -> String {
+        self.token("staff-1", Role::Staff)
+    }
+
+    /// POSTs a GraphQL request; returns the HTTP status and the JSON body.
+    pub async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// POSTs a GraphQL request that must succeed without top-level errors; returns `data`.
+    pub async fn query(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(Some(token), query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .expect("HTTP request")
+    }
+
+    /// Sets an item's stock as staff.
+    pub async fn stock(&self, sku: &str, quantity: i32) {
+        let data = self
+            .query(
+                &self.staff(),
+                "mutation($input: UpsertInventoryItemInput!) {
+                   upsertInventoryItem(input: $input) { item { sku } userErrors { code message } }
+                 }",
+                json!({ "input": { "sku": sku, "name": format!("Item {sku}"), "quantity": quantity } }),
+            )
+            .await;
+        assert_eq!(
+            data["upsertInventoryItem"]["userErrors"],
+            json!([]),
+            "{data}"
+        );
+    }
+
+    pub async fn stock_of(&self, sku: &str) -> i64 {
+        let data = self
+            .query(
+                &self.staff(),
+                "query($sku: String!) { inventoryItem(sku: $sku) { quantity } }",
+                json!({ "sku": sku }),
+            )
+            .await;
+        data["inventoryItem"]["quantity"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no item {sku}: {data}"))
+    }
+
+    /// Places an order of `(sku, quantity)` lines; returns the whole payload.
+    pub async fn place_order(
+        &self,
+        token: &str,
+        lines: &[(&str, i32)],
+        key: Option<&str>,
+    ) -> Value {
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(sku, quantity)| json!({ "sku": sku, "quantity": quantity }))
+            .collect();
+        let data = self
+            .query(
+                token,
+                "mutation($input: PlaceOrderInput!) {
+                   placeOrder(input: $input) {
+                     order { id userId status version lines { sku quantity } }
+                     userErrors { field code message }
+                   }
+                 }",
+                json!({ "input": { "items": items, "idempotencyKey": key } }),
+            )
+            .await;
+        data["placeOrder"].clone()
+    }
+
+    /// Places an order that must be accepted; returns its id.
+    pub async fn place_order_id(&self, token: &str, lines: &[(&str, i32)]) -> String {
+        let payload = self.place_order(token, lines, None).await;
+        assert_eq!(payload["userErrors"], json!([]), "{payload}");
+        payload["order"]["id"]
+            .as_str()
+            .expect("order id")
+            .to_owned()
+    }
+
+    pub async fn update_status(&self, token: &str, order_id: &str, status: &str) -> Value {
+        let data = self
+            .query(
+                token,
+                "mutation($input: UpdateOrderStatusInput!) {
+                   updateOrderStatus(input: $input) {
+                     accepted order { id status } userErrors { field code message }
+                   }
+                 }",
+                json!({ "input": { "orderId": order_id, "status": status } }),
+            )
+            .await;
+        data["updateOrderStatus"].clone()
+    }
+
+    /// Subscribes to one order's whole history and live changes.
+    pub async fn follow_order(&self, token: &str, order_id: &str) -> Subscription {
+        let mut subscription = Subscription::connect(self, token, Protocol::TransportWs).await;
+        subscription
+            .start(
+                "subscription($id: ID!) {
+                   orderStatusChanged(orderId: $id, afterVersion: 0) {
+                     orderId from to reason version outcome requestedStatus
+                   }
+                 }",
+                json!({ "id": order_id }),
+            )
+            .await;
+        subscription
+    }
+
+    /// Follows an order until it reaches `status`; returns every change seen on the way.
+    pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Vec<Value> {
+        let mut subscription = self.follow_order(token, order_id).await;
+        let mut seen = Vec::new();
+        loop {
+            let change = subscription.next_data().await;
+            let reached = change["to"] == status && change["outcome"] == "APPLIED";
+            seen.push(change);
+            if reached {
+                return seen;
+            }
+        }
+    }
+
+    /// How many orders exist in the database at all.
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        self.pool.close().await;
+    }
+
+    /// Stops the instance and drops its database.
+    pub async fn stop_and_drop_database(self) {
+        let url = self.deployment.database_url.clone();
+        self.stop().await;
+        use sqlx::migrate::MigrateDatabase;
+        let _ = sqlx::Postgres::force_drop_database(&url).await;
+    }
+}
+
+#[derive(Copy, Clone)]
+pub enum Protocol {
+    /// `graphql-transport-ws` (graphql-ws, Apollo, urql).
+    TransportWs,
+    /// The legacy `graphql-ws` (subscriptions-transport-ws).
+    LegacyWs,
+}
+
+/// A GraphQL subscription over a real WebSocket.
+pub struct Subscription {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    protocol: Protocol,
+}
+
+impl Subscription {
+    /// Connects and sends `connection_init` with the token; waits for the acknowledgement.
+    pub async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Subscription {
+        Self::try_connect(
+            app,
+            json!({ "Authorization": format!("Bearer {token}") }),
+            protocol,
+        )
+        .await
+        .expect("connection acknowledged")
+    }
+
+    /// Connects with an arbitrary `connection_init` payload; the first message that is not an
+    /// acknowledgement comes back as the error.
+    pub async fn try_connect(
+        app: &TestApp,
+        init_payload: Value,
+        protocol: Protocol,
+    ) -> Result<Subscription, String> {
+        let mut request = format!("ws://{}/graphql/ws", app.addr)
+            .into_client_request()
+            .unwrap();
+        let name = match protocol {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::LegacyWs => "graphql-ws",
+        };
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", name.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        let mut subscription = Subscription { socket, protocol };
+        subscription
+            .send(json!({ "type": "connection_init", "payload": init_payload }))
+            .await;
+        match subscription.next_message().await {
+            Some(message) if message["type"] == "connection_ack" => Ok(subscription),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("WebSocket send");
+    }
+
+    /// The next protocol message (keep-alives skipped); `None` when the socket closed, with the
+    /// close frame's code and reason in `{"close": code, "reason": ...}`.
+    pub async fn next_message(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(EVENT_TIMEOUT, self.socket.next())
+                .await
+                .expect("a WebSocket message within the timeout");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).expect("JSON message");
+                    if matches!(message["type"].as_str(), Some("ping" | "pong" | "ka")) {
+                        continue;
+                    }
+                    return Some(message);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(json!({
+                        "close": frame.as_ref().map(|f| u16::from(f.code)),
+                        "reason": frame.as_ref().map(|f| f.reason.to_string()),
+                    }))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn start(&mut self, query: &str, variables: Value) {
+        let kind = match self.protocol {
+            Protocol::TransportWs => "subscribe",
+            Protocol::LegacyWs => "start",
+        };
+        self.send(json!({
+            "id": "1", "type": kind, "payload": { "query": query, "variables": variables }
+        }))
+        .await;
+    }
+
+    /// The next `next`/`data` message's payload (errors included) for the subscription.
+    pub async fn next_payload(&mut self) -> Value {
+        let message = self.next_message().await.expect("socket open");
+        match message["type"].as_str() {
+            Some("next" | "data") => message["payload"].clone(),
+            Some("error") => json!({ "errors": message["payload"] }),
+            _ => panic!("unexpected message {message}"),
+        }
+    }
+
+    /// The next change (the subscription field's value); panics on errors.
+    pub async fn next_data(&mut self) -> Value {
+        let payload = self.next_payload().await;
+        assert!(
+            payload.get("errors").is_none(),
+            "subscription error: {payload}"
+        );
+        payload["data"]["orderStatusChanged"].clone()
+    }
+}

@@ -1,0 +1,72 @@
+//! The HTTP surface around GraphQL: health, readiness, the playground, GET semantics.
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn health_and_readiness_report_a_running_service() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn the_playground_is_served_at_the_root_and_points_at_the_websocket() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/graphql/ws"),
+        "the playground subscribes over /graphql/ws"
+    );
+    assert!(!html.contains("__OMS_DEFAULT_HEADERS__"));
+    assert!(
+        html.contains("const defaultHeaders = {};"),
+        "no token is pre-filled outside development mode"
+    );
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn queries_work_over_get_but_mutations_need_post() {
+    let app = TestApp::spawn().await;
+    let token = app.staff();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/graphql", app.addr);
+    let query = http
+        .get(&url)
+        .query(&[("query", "{ inventoryItems { edges { cursor } } }")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status(), 200);
+    let body: serde_json::Value = query.json().await.unwrap();
+    assert_eq!(
+        body["data"]["inventoryItems"]["edges"],
+        serde_json::json!([]),
+        "{body}"
+    );
+
+    let mutation = http
+        .get(&url)
+        .query(&[(
+            "query",
+            "mutation { upsertInventoryItem(input: {sku: \"X\", name: \"X\", quantity: 1}) { item { sku } } }",
+        )])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mutation.status(), 405);
+    let body: serde_json::Value = mutation.json().await.unwrap();
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("POST"));
+    app.stop_and_drop_database().await;
+}

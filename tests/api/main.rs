@@ -1,0 +1,11 @@
+//! Integration tests: oms against a real PostgreSQL and a real Kafka-protocol broker, driven
+//! through its public GraphQL API over HTTP and WebSocket.
+
+mod authorization;
+mod helpers;
+mod http;
+mod idempotency;
+mod order_flow;
+mod schema;
+mod subscriptions;
+mod validation;

@@ -1,0 +1,192 @@
+//! The order flow end to end: placed, checked against stock, confirmed or rejected, advanced or
+//! cancelled, with stock restored exactly once.
+
+use crate::helpers::TestApp;
+use serde_json::json;
+
+#[tokio::test]
+async fn an_order_that_fits_is_confirmed_and_its_subscriber_sees_pending_then_confirmed() {
+    let app = TestApp::spawn().await;
+    app.stock("KB-1", 10).await;
+    let alice = app.customer("alice");
+
+    let placed = app.place_order(&alice, &[("KB-1", 3)], None).await;
+    assert_eq!(placed["userErrors"], json!([]));
+    assert_eq!(placed["order"]["status"], "PENDING");
+    assert_eq!(placed["order"]["version"], 1);
+    assert_eq!(placed["order"]["userId"], "alice");
+    let order_id = placed["order"]["id"].as_str().unwrap();
+
+    let changes = app.wait_for_status(&alice, order_id, "CONFIRMED").await;
+    let path: Vec<_> = changes
+        .iter()
+        .map(|c| (c["from"].clone(), c["to"].clone(), c["version"].clone()))
+        .collect();
+    assert_eq!(
+        path,
+        [
+            (json!(null), json!("PENDING"), json!(1)),
+            (json!("PENDING"), json!("CONFIRMED"), json!(2)),
+        ]
+    );
+    assert_eq!(app.stock_of("KB-1").await, 7);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn an_order_that_does_not_fit_is_rejected_naming_the_short_sku_and_moves_no_stock() {
+    let app = TestApp::spawn().await;
+    app.stock("PLENTY", 50).await;
+    app.stock("SCARCE", 2).await;
+    let alice = app.customer("alice");
+
+    let order_id = app
+        .place_order_id(&alice, &[("PLENTY", 5), ("SCARCE", 3)])
+        .await;
+    let changes = app
+        .wait_for_status(&alice, order_id.as_str(), "REJECTED")
+        .await;
+
+    let rejection = changes.last().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(rejection.contains("SCARCE"), "{rejection}");
+    assert!(!rejection.contains("PLENTY"), "{rejection}");
+    let order = app
+        .query(
+            &alice,
+            "query($id: ID!) { order(id: $id) { status rejectionReason } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(order["order"]["status"], "REJECTED");
+    assert_eq!(order["order"]["rejectionReason"], rejection.as_str());
+    assert_eq!(app.stock_of("PLENTY").await, 50);
+    assert_eq!(app.stock_of("SCARCE").await, 2);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_confirmed_order_restores_its_stock_exactly_once() {
+    let app = TestApp::spawn().await;
+    app.stock("MUG", 10).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("MUG", 4)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    assert_eq!(app.stock_of("MUG").await, 6);
+
+    // Two cancellations race through the API: the first is queued, the second either is
+    // queued too (the order was still CONFIRMED) or is a no-op.
+    let first = app.update_status(&alice, &order_id, "CANCELLED").await;
+    let second = app.update_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(first["accepted"], true, "{first}");
+    assert_eq!(second["accepted"], true, "{second}");
+    app.wait_for_status(&alice, &order_id, "CANCELLED").await;
+
+    // A third request after the fact changes nothing either.
+    let third = app.update_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(third["accepted"], true, "{third}");
+    assert_eq!(third["order"]["status"], "CANCELLED");
+    assert_eq!(app.stock_of("MUG").await, 10);
+    let restores: i64 =
+        sqlx::query_scalar("select count(*) from stock_movements where reason = 'order_cancelled'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(restores, 1);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn staff_move_a_confirmed_order_to_delivered_and_its_history_is_the_path_it_took() {
+    let app = TestApp::spawn().await;
+    app.stock("LAMP", 5).await;
+    let alice = app.customer("alice");
+    let staff = app.staff();
+    let order_id = app.place_order_id(&alice, &[("LAMP", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+
+    for status in ["RECEIVED", "OUT_FOR_DELIVERY", "DELIVERED"] {
+        let update = app.update_status(&staff, &order_id, status).await;
+        assert_eq!(update["accepted"], true, "{update}");
+        app.wait_for_status(&staff, &order_id, status).await;
+    }
+
+    let data = app
+        .query(
+            &alice,
+            "query($id: ID!) { order(id: $id) { status version history { from to version } } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(data["order"]["status"], "DELIVERED");
+    assert_eq!(data["order"]["version"], 5);
+    let versions: Vec<_> = data["order"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["to"].as_str().unwrap().to_owned(),
+                c["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("PENDING".to_owned(), 1),
+            ("CONFIRMED".to_owned(), 2),
+            ("RECEIVED".to_owned(), 3),
+            ("OUT_FOR_DELIVERY".to_owned(), 4),
+            ("DELIVERED".to_owned(), 5),
+        ]
+    );
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn orders_list_newest_first_in_pages_and_can_be_filtered_by_status() {
+    let app = TestApp::spawn().await;
+    app.stock("PEN", 100).await;
+    let alice = app.customer("alice");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.place_order_id(&alice, &[("PEN", 1)]).await);
+    }
+    app.wait_for_status(&alice, &ids[2], "CONFIRMED").await;
+    let query = "query($after: String, $status: OrderStatus) {
+                   orders(first: 2, after: $after, status: $status) {
+                     edges { cursor node { id } } pageInfo { hasNextPage endCursor }
+                   }
+                 }";
+
+    let first_page = app.query(&alice, query, json!({})).await;
+    let page_ids: Vec<_> = first_page["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(page_ids, [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(first_page["orders"]["pageInfo"]["hasNextPage"], true);
+
+    let cursor = first_page["orders"]["pageInfo"]["endCursor"].clone();
+    let second_page = app.query(&alice, query, json!({ "after": cursor })).await;
+    assert_eq!(
+        second_page["orders"]["edges"][0]["node"]["id"],
+        ids[0].as_str()
+    );
+    assert_eq!(second_page["orders"]["pageInfo"]["hasNextPage"], false);
+
+    let confirmed = app
+        .query(&alice, query, json!({ "status": "CONFIRMED" }))
+        .await;
+    assert!(confirmed["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["node"]["id"] == ids[2].as_str()));
+    app.stop_and_drop_database().await;
+}

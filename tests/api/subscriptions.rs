@@ -1,0 +1,163 @@
+//! Live status changes over real WebSockets, on both subprotocols and across instances.
+
+use crate::helpers::{Deployment, Protocol, Subscription, TestApp};
+use serde_json::json;
+use std::time::Duration;
+
+/// Gives a just-started subscription time to register with the live feed.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn the_legacy_graphql_ws_protocol_delivers_changes_too() {
+    let app = TestApp::spawn().await;
+    app.stock("CUP", 5).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("CUP", 1)]).await;
+
+    let mut legacy = Subscription::connect(&app, &alice, Protocol::LegacyWs).await;
+    legacy
+        .start(
+            "subscription($id: ID!) { orderStatusChanged(orderId: $id, afterVersion: 0) { to version } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(
+        legacy.next_data().await,
+        json!({ "to": "PENDING", "version": 1 })
+    );
+    assert_eq!(
+        legacy.next_data().await,
+        json!({ "to": "CONFIRMED", "version": 2 })
+    );
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn following_one_order_starts_with_its_current_state_then_continues_live() {
+    let app = TestApp::spawn().await;
+    app.stock("BAG", 5).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("BAG", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+
+    let mut follower = Subscription::connect(&app, &alice, Protocol::TransportWs).await;
+    follower
+        .start(
+            "subscription($id: ID!) { orderStatusChanged(orderId: $id) { from to version } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(
+        follower.next_data().await,
+        json!({ "from": "PENDING", "to": "CONFIRMED", "version": 2 })
+    );
+    app.update_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(
+        follower.next_data().await,
+        json!({ "from": "CONFIRMED", "to": "CANCELLED", "version": 3 })
+    );
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn a_request_that_no_longer_applies_reaches_the_subscriber_as_refused() {
+    let app = TestApp::spawn().await;
+    app.stock("TV", 2).await;
+    let alice = app.customer("alice");
+    let staff = app.staff();
+    let order_id = app.place_order_id(&alice, &[("TV", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    app.update_status(&staff, &order_id, "RECEIVED").await;
+    app.wait_for_status(&alice, &order_id, "RECEIVED").await;
+
+    // Both pass the API's check against RECEIVED; by the time the cancellation is applied the
+    // order is OUT_FOR_DELIVERY, which can no longer be cancelled.
+    let mut follower = app.follow_order(&alice, &order_id).await;
+    assert_eq!(
+        app.update_status(&staff, &order_id, "OUT_FOR_DELIVERY")
+            .await["accepted"],
+        true
+    );
+    assert_eq!(
+        app.update_status(&alice, &order_id, "CANCELLED").await["accepted"],
+        true
+    );
+
+    let refusal = loop {
+        let change = follower.next_data().await;
+        if change["outcome"] == "REFUSED" {
+            break change;
+        }
+    };
+    assert_eq!(refusal["requestedStatus"], "CANCELLED");
+    assert_eq!(refusal["to"], "OUT_FOR_DELIVERY");
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot become CANCELLED"),
+        "{refusal}"
+    );
+    assert_eq!(app.stock_of("TV").await, 1, "no stock came back");
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn staff_can_watch_every_order_reaching_one_status() {
+    let app = TestApp::spawn().await;
+    app.stock("HAT", 1).await;
+    let staff = app.staff();
+    let mut confirmations = Subscription::connect(&app, &staff, Protocol::TransportWs).await;
+    confirmations
+        .start(
+            "subscription { orderStatusChanged(status: CONFIRMED) { orderId to } }",
+            json!({}),
+        )
+        .await;
+    settle().await;
+
+    let confirmed = app
+        .place_order_id(&app.customer("alice"), &[("HAT", 1)])
+        .await;
+    let change = confirmations.next_data().await;
+    assert_eq!(change, json!({ "orderId": confirmed, "to": "CONFIRMED" }));
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn two_instances_each_deliver_every_change_to_their_own_subscribers() {
+    let deployment = Deployment::new();
+    let first = TestApp::spawn_in(deployment.clone(), &[]).await;
+    let second = TestApp::spawn_in(deployment, &[]).await;
+    first.stock("PHONE", 10).await;
+    let staff = first.staff();
+    let mut on_first = Subscription::connect(&first, &staff, Protocol::TransportWs).await;
+    let mut on_second = Subscription::connect(&second, &staff, Protocol::TransportWs).await;
+    for subscription in [&mut on_first, &mut on_second] {
+        subscription
+            .start(
+                "subscription { orderStatusChanged { orderId to version } }",
+                json!({}),
+            )
+            .await;
+    }
+    settle().await;
+
+    let order_id = first
+        .place_order_id(&first.customer("alice"), &[("PHONE", 1)])
+        .await;
+    for subscription in [&mut on_first, &mut on_second] {
+        assert_eq!(
+            subscription.next_data().await,
+            json!({ "orderId": order_id, "to": "PENDING", "version": 1 })
+        );
+        assert_eq!(
+            subscription.next_data().await,
+            json!({ "orderId": order_id, "to": "CONFIRMED", "version": 2 })
+        );
+    }
+    second.stop().await;
+    first.stop_and_drop_database().await;
+}
