@@ -4,10 +4,21 @@ use oms::config::{Cli, Command};
 use std::time::Duration;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     oms::telemetry::init(&cli.telemetry);
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The whole cause chain, on one line, without a backtrace.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             let app = oms::app::start(args).await?;
             shutdown_signal().await;

@@ -70,6 +70,36 @@ fn init_logging() {
     });
 }
 
+/// Starts an oms instance of `deployment` with extra `oms serve` flags; it may run without the API.
+pub async fn start_instance(deployment: &Deployment, extra: &[&str]) -> oms::app::RunningApp {
+    init_logging();
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let s = &deployment.suffix;
+    let mut args: Vec<String> = [
+        "oms",
+        "--listen-addr=127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--database-url",
+        &deployment.database_url,
+        "--database-max-connections=10",
+        "--kafka-brokers",
+        &brokers,
+        &format!("--topic-inventory=inventory-{s}"),
+        &format!("--topic-orders=orders-{s}"),
+        &format!("--topic-order-status=order-status-{s}"),
+        &format!("--group-prefix=oms-{s}"),
+        "--topic-partitions=2",
+        "--shutdown-grace-secs=5",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let cli = Cli::try_parse_from(args).expect("test flags parse");
+    oms::app::start(cli.serve).await.expect("oms starts")
+}
+
 impl TestApp {
     /// A fresh deployment with one instance running everything.
     pub async fn spawn() -> TestApp {
@@ -78,32 +108,7 @@ impl TestApp {
 
     /// An instance of `deployment`, with extra `oms serve` flags.
     pub async fn spawn_in(deployment: Deployment, extra: &[&str]) -> TestApp {
-        init_logging();
-        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let s = &deployment.suffix;
-        let mut args: Vec<String> = [
-            "oms",
-            "--listen-addr=127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-            "--database-url",
-            &deployment.database_url,
-            "--database-max-connections=10",
-            "--kafka-brokers",
-            &brokers,
-            &format!("--topic-inventory=inventory-{s}"),
-            &format!("--topic-orders=orders-{s}"),
-            &format!("--topic-order-status=order-status-{s}"),
-            &format!("--group-prefix=oms-{s}"),
-            "--topic-partitions=2",
-            "--shutdown-grace-secs=5",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let cli = Cli::try_parse_from(args).expect("test flags parse");
-        let app = oms::app::start(cli.serve).await.expect("oms starts");
+        let app = start_instance(&deployment, extra).await;
         let pool = PgPool::connect(&deployment.database_url)
             .await
             .expect("test database reachable");

@@ -190,3 +190,33 @@ async fn orders_list_newest_first_in_pages_and_can_be_filtered_by_status() {
         .any(|e| e["node"]["id"] == ids[2].as_str()));
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn an_api_only_instance_and_a_consumers_only_instance_together_run_the_flow() {
+    let deployment = crate::helpers::Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("BOLT", 10).await;
+    let alice = api.customer("alice");
+    let order_id = api.place_order_id(&alice, &[("BOLT", 2)]).await;
+
+    // Without consumers nothing decides the order.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pending = api
+        .query(
+            &alice,
+            "query($id: ID!) { order(id: $id) { status } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(pending["order"]["status"], "PENDING");
+
+    let consumers = crate::helpers::start_instance(&deployment, &["--components=consumers"]).await;
+    assert!(
+        consumers.addr.is_none(),
+        "a consumers-only instance serves no HTTP"
+    );
+    api.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    assert_eq!(api.stock_of("BOLT").await, 8);
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
+}
