@@ -32,6 +32,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the GraphQL schema (SDL), as kept in schema.graphql.
     Schema,
+    /// Check a live database against the invariants (stock conservation, order histories);
+    /// exits non-zero on any violation.
+    Check(DatabaseArgs),
 }
 
 #[derive(Args, Debug, Clone)]

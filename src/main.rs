@@ -45,6 +45,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", keys.issue(&args.sub, args.role, ttl));
         }
         Command::Schema => print!("{}", oms::graphql::sdl()),
+        Command::Check(args) => {
+            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
+            let report = oms::service::audit::audit(&pool)
+                .await
+                .context("reading the database")?;
+            for violation in &report.violations {
+                println!("VIOLATION {violation}");
+            }
+            println!(
+                "checked {} SKUs and {} orders: {} violations",
+                report.skus_checked,
+                report.orders_checked,
+                report.violations.len()
+            );
+            anyhow::ensure!(report.violations.is_empty(), "invariants violated");
+        }
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! - [`orders`]: orders, their lines and status history.
 //! - [`inventory`]: stock levels and the stock ledger.
 //! - [`outbox`]: events waiting for Kafka.
+//! - [`audit`]: read-only checks of the invariants.
 //! - [`inbox`]: events a consumer has already applied.
 
+pub mod audit;
 pub mod inbox;
 pub mod inventory;
 pub mod orders;

@@ -2,6 +2,7 @@
 //! through its public GraphQL API over HTTP and WebSocket.
 
 mod authorization;
+mod concurrency;
 mod helpers;
 mod http;
 mod idempotency;
