@@ -22,7 +22,9 @@ pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// Long enough for two broker hops and a relay wake-up on a busy 2-core machine.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Later flags override earlier ones, so tests can override the harness's defaults.
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,

@@ -3,6 +3,7 @@
 
 mod authorization;
 mod concurrency;
+mod delivery;
 mod helpers;
 mod http;
 mod idempotency;

@@ -1,0 +1,217 @@
+//! Delivery guarantees: redelivery is harmless, poison messages are set aside, nothing is skipped.
+
+use crate::helpers::{start_instance, Deployment, TestApp};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Whether `group` has committed offsets up to the end of every partition of `topic`.
+fn group_caught_up(group: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let Ok(committed) = consumer.committed_offsets(wanted, timeout) else {
+        return false;
+    };
+    (0..partitions).all(|partition| {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .unwrap();
+        let at = committed
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+            .unwrap_or(Offset::Invalid);
+        high == 0 || at == Offset::Offset(high)
+    })
+}
+
+async fn wait_until_caught_up(group: &str, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (group_name, topic_name) = (group.to_owned(), topic.to_owned());
+        let done = tokio::task::spawn_blocking(move || group_caught_up(&group_name, &topic_name))
+            .await
+            .unwrap();
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} did not catch up on {topic}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Everything a replay could disturb: orders, history, stock, ledger, inbox.
+async fn state(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar(
+        "select format('order %s %s v%s deducted=%s', id, status, version, stock_deducted) from orders
+         union all select format('item %s %s', sku, quantity) from inventory_items
+         union all select format('history %s', count(*)) from order_status_history
+         union all select format('ledger %s', count(*)) from stock_movements
+         order by 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn replaying_the_consumed_topics_from_the_start_changes_nothing() {
+    let deployment = Deployment::new();
+    let app = TestApp::spawn_in(deployment.clone(), &[]).await;
+    app.stock("GEAR", 5).await;
+    let alice = app.customer("alice");
+    let confirmed = app.place_order_id(&alice, &[("GEAR", 2)]).await;
+    let cancelled = app.place_order_id(&alice, &[("GEAR", 2)]).await;
+    let rejected = app.place_order_id(&alice, &[("GEAR", 4)]).await;
+    app.wait_for_status(&alice, &confirmed, "CONFIRMED").await;
+    app.wait_for_status(&alice, &cancelled, "CONFIRMED").await;
+    app.wait_for_status(&alice, &rejected, "REJECTED").await;
+    app.update_status(&alice, &cancelled, "CANCELLED").await;
+    app.wait_for_status(&alice, &cancelled, "CANCELLED").await;
+    let before = state(&app).await;
+
+    // New consumer groups read both topics again from offset 0.
+    let replay_prefix = format!("replay-{}", deployment.suffix);
+    let replay = start_instance(
+        &deployment,
+        &[
+            "--components=consumers",
+            &format!("--group-prefix={replay_prefix}"),
+        ],
+    )
+    .await;
+    let s = &deployment.suffix;
+    wait_until_caught_up(
+        &format!("{replay_prefix}-inventory"),
+        &format!("inventory-{s}"),
+    )
+    .await;
+    wait_until_caught_up(&format!("{replay_prefix}-orders"), &format!("orders-{s}")).await;
+
+    assert_eq!(state(&app).await, before);
+    assert_eq!(app.stock_of("GEAR").await, 3);
+    let report = oms::service::audit::audit(&app.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    replay.stop().await;
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carries_on() {
+    let app = TestApp::spawn().await;
+    app.stock("NUT", 5).await;
+    let s = &app.deployment.suffix;
+    let topic = format!("inventory-{s}");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let unknown_order = uuid::Uuid::now_v7();
+    let poison: [(&str, String); 4] = [
+        ("not JSON", "{{{ definitely not json".to_owned()),
+        (
+            "unknown type",
+            format!(
+                r#"{{"eventId":"{}","schemaVersion":1,"orderId":"{unknown_order}","version":1,"occurredAt":"2026-01-01T00:00:00Z","type":"OrderTeleported","data":{{}}}}"#,
+                uuid::Uuid::now_v7()
+            ),
+        ),
+        (
+            "unknown order",
+            format!(
+                r#"{{"eventId":"{}","schemaVersion":1,"orderId":"{unknown_order}","version":1,"occurredAt":"2026-01-01T00:00:00Z","type":"OrderPlaced","data":{{"userId":"x","lines":[]}}}}"#,
+                uuid::Uuid::now_v7()
+            ),
+        ),
+        (
+            "from the future",
+            r#"{"schemaVersion":99,"type":"OrderPlaced"}"#.to_owned(),
+        ),
+    ];
+    for (key, payload) in &poison {
+        producer
+            .send(
+                FutureRecord::to(&topic).key(*key).payload(payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the broker takes the poison");
+    }
+
+    // The consumer carries on: a real order behind the poison is confirmed.
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("NUT", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+
+    let dead_letters = read_all(&format!("{topic}.dlq"), poison.len()).await;
+    for (key, _) in &poison {
+        let headers = dead_letters
+            .get(*key)
+            .unwrap_or_else(|| panic!("{key} was not dead-lettered: {dead_letters:?}"));
+        assert_eq!(headers["x-original-topic"], topic);
+        assert_eq!(headers["x-dlq-consumer"], "inventory");
+        assert!(!headers["x-dlq-reason"].is_empty());
+        assert!(headers.contains_key("x-original-offset"));
+    }
+    assert!(dead_letters["from the future"]["x-dlq-reason"].contains("99"));
+    assert!(dead_letters["unknown order"]["x-dlq-reason"].contains("does not exist"));
+    app.stop_and_drop_database().await;
+}
+
+/// Reads `count` messages of `topic` from the start; returns each one's headers by key.
+async fn read_all(topic: &str, count: usize) -> HashMap<String, HashMap<String, String>> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7()))
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = HashMap::new();
+        while seen.len() < count && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.insert(key, headers);
+        }
+        seen
+    })
+    .await
+    .unwrap()
+}
