@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A started service.
 pub struct RunningApp {
@@ -23,6 +24,7 @@ pub struct RunningApp {
     pub addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    connections: TaskTracker,
     grace: Duration,
 }
 
@@ -31,7 +33,12 @@ impl RunningApp {
     /// outbox once more, and waits for every task up to the grace period.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        self.connections.close();
+        let connections = self.connections.clone();
+        let all_done = async {
+            while self.tasks.join_next().await.is_some() {}
+            connections.wait().await;
+        };
         if tokio::time::timeout(self.grace, all_done).await.is_err() {
             tracing::warn!(grace = ?self.grace, "tasks still busy after the grace period; stopping anyway");
             self.tasks.abort_all();
@@ -76,22 +83,24 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let connections = TaskTracker::new();
 
-    let relay = Relay {
-        pool: pool.clone(),
-        producer: producer.clone(),
-        kafka: args.kafka.clone(),
-        batch_size: args.outbox_batch,
-    };
+    let relay = Relay::new(
+        pool.clone(),
+        producer.clone(),
+        args.kafka.clone(),
+        args.outbox_batch,
+    );
     tasks.spawn(relay.run(shutdown.clone()));
 
     if args.components.runs_consumers() {
+        let dead_letters = kafka::dead_letter_producer(&args.kafka)?;
         let inventory = group_loop(
             &args,
             "inventory",
             Stream::Inventory,
             InventoryHandler { pool: pool.clone() },
-            &producer,
+            &dead_letters,
         )?;
         tasks.spawn(inventory.run(shutdown.clone()));
         let orders = group_loop(
@@ -99,7 +108,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             "orders",
             Stream::Orders,
             OrdersHandler { pool: pool.clone() },
-            &producer,
+            &dead_letters,
         )?;
         tasks.spawn(orders.run(shutdown.clone()));
     }
@@ -134,6 +143,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             pool: pool.clone(),
             producer: producer.clone(),
             playground_headers: Arc::new(playground_headers),
+            shutdown: shutdown.clone(),
+            connections: connections.clone(),
         });
         let listener = tokio::net::TcpListener::bind(args.listen_addr)
             .await
@@ -156,6 +167,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         addr,
         shutdown,
         tasks,
+        connections,
         grace: args.shutdown_grace(),
     })
 }
@@ -165,7 +177,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
     name: &'static str,
     stream: Stream,
     handler: H,
-    producer: &rdkafka::producer::FutureProducer,
+    dead_letters: &rdkafka::producer::FutureProducer,
 ) -> anyhow::Result<ConsumerLoop<H>> {
     let group = format!("{}-{name}", args.kafka.group_prefix);
     let consumer = kafka::group_consumer(&args.kafka, &group)?;
@@ -177,7 +189,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
         name,
         consumer,
         handler,
-        producer: producer.clone(),
+        producer: dead_letters.clone(),
         dead_letter_topic: args.kafka.dead_letter_topic(stream),
     })
 }

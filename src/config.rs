@@ -67,28 +67,60 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
     /// Topic of placed orders waiting for the inventory check.
-    #[arg(long, env = "KAFKA_TOPIC_INVENTORY", default_value = "inventory")]
+    #[arg(
+        long = "kafka-topic-inventory",
+        env = "KAFKA_TOPIC_INVENTORY",
+        default_value = "inventory"
+    )]
     pub topic_inventory: String,
     /// Topic of requested status changes.
-    #[arg(long, env = "KAFKA_TOPIC_ORDERS", default_value = "orders")]
+    #[arg(
+        long = "kafka-topic-orders",
+        env = "KAFKA_TOPIC_ORDERS",
+        default_value = "orders"
+    )]
     pub topic_orders: String,
     /// Topic of applied status changes, read by every instance for subscriptions.
-    #[arg(long, env = "KAFKA_TOPIC_ORDER_STATUS", default_value = "order-status")]
+    #[arg(
+        long = "kafka-topic-order-status",
+        env = "KAFKA_TOPIC_ORDER_STATUS",
+        default_value = "order-status"
+    )]
     pub topic_order_status: String,
     /// Consumer group prefix: groups are `<prefix>-inventory` and `<prefix>-orders`.
-    #[arg(long, env = "KAFKA_GROUP_PREFIX", default_value = "oms")]
+    #[arg(
+        long = "kafka-group-prefix",
+        env = "KAFKA_GROUP_PREFIX",
+        default_value = "oms"
+    )]
     pub group_prefix: String,
     /// Partitions for topics created at start-up.
-    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    #[arg(
+        long = "kafka-topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
     pub topic_partitions: i32,
     /// Replication factor for topics created at start-up.
-    #[arg(long, env = "KAFKA_TOPIC_REPLICATION", default_value_t = 1)]
+    #[arg(
+        long = "kafka-topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
     pub topic_replication: i32,
     /// How long the broker may hold a fetch waiting for data (the per-hop latency floor).
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 10)]
+    #[arg(
+        long = "kafka-fetch-wait-max-ms",
+        env = "KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = 10
+    )]
     pub fetch_wait_max_ms: u32,
     /// How long the producer keeps retrying a message before it reports failure.
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "kafka-message-timeout-ms",
+        env = "KAFKA_MESSAGE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub message_timeout_ms: u32,
 }
 

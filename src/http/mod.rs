@@ -7,14 +7,18 @@ use crate::error::AppError;
 use crate::graphql::OmsSchema;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
 
@@ -29,6 +33,10 @@ pub struct HttpState {
     pub producer: rdkafka::producer::FutureProducer,
     /// Headers the playground starts with (a staff token in development mode).
     pub playground_headers: Arc<String>,
+    /// Cancelled when the service stops: WebSockets are then closed with 1001 (going away).
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket connections, so shutdown can wait for their close frames.
+    pub connections: TaskTracker,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -108,10 +116,23 @@ async fn graphql_ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let keys = state.keys.clone();
+    let connections = state.connections.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+            connections.track_future(async move {
+                let (socket_sink, socket_stream) = socket.split();
+                // The protocol writes into a channel; the writer forwards it to the socket and,
+                // when the service stops, sends a close frame instead of just dropping the TCP
+                // connection, so clients know to reconnect elsewhere.
+                let (outgoing, mut to_send) = futures_channel::mpsc::channel::<Message>(64);
+                let incoming = socket_stream.take_until(state.shutdown.clone().cancelled_owned());
+                let protocol = GraphQLWebSocket::new_with_pair(
+                    outgoing,
+                    incoming,
+                    state.schema.clone(),
+                    protocol,
+                )
                 .on_connection_init(move |payload| async move {
                     let mut data = async_graphql::Data::default();
                     if let Some(viewer) = viewer_from_init_payload(&keys, &payload)? {
@@ -119,8 +140,32 @@ async fn graphql_ws(
                     }
                     Ok(data)
                 })
-                .keepalive_timeout(Duration::from_secs(30))
-                .serve()
+                .serve();
+                let shutdown = state.shutdown.clone();
+                let writer = async move {
+                    let mut sink = socket_sink;
+                    loop {
+                        tokio::select! {
+                            // Shutdown first: it also ends the protocol's stream, and then the
+                            // close frame must be ours (1001), not a bare close.
+                            biased;
+                            _ = shutdown.cancelled() => {
+                                let _ = sink.send(Message::Close(Some(CloseFrame {
+                                    code: close_code::AWAY,
+                                    reason: "server shutting down; reconnect".into(),
+                                }))).await;
+                                break;
+                            }
+                            message = to_send.next() => match message {
+                                Some(message) => if sink.send(message).await.is_err() { break },
+                                None => break,
+                            },
+                        }
+                    }
+                    let _ = sink.close().await;
+                };
+                futures_util::future::join(protocol, writer).await;
+            })
         })
 }
 

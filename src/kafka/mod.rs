@@ -37,6 +37,16 @@ pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
         .context("creating the Kafka producer")
 }
 
+/// A producer for dead letters: acknowledged by all replicas, but not idempotent, so it never
+/// becomes unusable after a broker outage (a duplicate dead letter is harmless).
+pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+    base_config(args)
+        .set("acks", "all")
+        .set("message.timeout.ms", args.message_timeout_ms.to_string())
+        .create()
+        .context("creating the dead-letter producer")
+}
+
 /// A group member whose offsets move only when the application stores them, which it does after
 /// the database commit. Stored offsets are committed in the background and on shutdown.
 pub fn group_consumer(args: &KafkaArgs, group_id: &str) -> anyhow::Result<StreamConsumer> {

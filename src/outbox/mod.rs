@@ -10,9 +10,11 @@ use crate::config::KafkaArgs;
 use crate::db;
 use crate::domain::events::Stream;
 use anyhow::Context;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -20,13 +22,39 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Relay {
-    pub pool: PgPool,
-    pub producer: FutureProducer,
-    pub kafka: KafkaArgs,
-    pub batch_size: i64,
+    pool: PgPool,
+    producer: FutureProducer,
+    kafka: KafkaArgs,
+    batch_size: i64,
+    /// Set when a delivery failed in a way that leaves the idempotent producer unusable.
+    producer_broken: AtomicBool,
+}
+
+/// Delivery errors after which an idempotent producer's identity is no longer accepted.
+fn breaks_the_producer(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::Fatal
+        )
+    )
 }
 
 impl Relay {
+    pub fn new(pool: PgPool, producer: FutureProducer, kafka: KafkaArgs, batch_size: i64) -> Self {
+        Relay {
+            pool,
+            producer,
+            kafka,
+            batch_size,
+            producer_broken: AtomicBool::new(false),
+        }
+    }
+
     /// Publishes one batch. Returns how many events left the outbox (0 when it is empty or
     /// another relay is active). On error nothing is deleted and the batch is sent again later.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
@@ -54,11 +82,15 @@ impl Relay {
             deliveries.push(delivery);
         }
         for delivery in deliveries {
-            delivery
-                .await
-                .context("the producer dropped a delivery")?
-                .map_err(|(error, _)| error)
-                .context("the broker did not take an outbox event")?;
+            let delivered = delivery.await.context("the producer dropped a delivery")?;
+            if let Err((error, _)) = delivered {
+                if breaks_the_producer(&error) {
+                    self.producer_broken.store(true, Ordering::Relaxed);
+                }
+                return Err(
+                    anyhow::Error::new(error).context("the broker did not take an outbox event")
+                );
+            }
         }
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         db::outbox::delete(&mut tx, &ids).await?;
@@ -67,8 +99,26 @@ impl Relay {
         Ok(ids.len())
     }
 
+    /// An idempotent producer that hit a fatal error (e.g. fenced after its messages timed out
+    /// while the broker was unreachable) never works again: replace it.
+    fn replace_producer_if_broken(&mut self) {
+        use rdkafka::producer::Producer;
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && !self.producer_broken.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            ?fatal,
+            "the Kafka producer can no longer send; creating a new one"
+        );
+        match crate::kafka::producer(&self.kafka) {
+            Ok(producer) => self.producer = producer,
+            Err(error) => tracing::error!(error = ?error, "creating a new Kafka producer failed"),
+        }
+    }
+
     /// Publishes until `shutdown`, then drains what it can.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut listener: Option<PgListener> = None;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -84,6 +134,7 @@ impl Relay {
                 }
                 Err(error) => {
                     tracing::error!(error = ?error, retry_in = ?backoff, "outbox relay failed; retrying");
+                    self.replace_producer_if_broken();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}

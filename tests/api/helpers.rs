@@ -22,9 +22,7 @@ pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// Long enough for two broker hops and a relay wake-up on a busy 2-core machine.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Later flags override earlier ones, so tests can override the harness's defaults.
 #[derive(Parser)]
-#[command(args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
@@ -75,31 +73,37 @@ fn init_logging() {
 /// Starts an oms instance of `deployment` with extra `oms serve` flags; it may run without the API.
 pub async fn start_instance(deployment: &Deployment, extra: &[&str]) -> oms::app::RunningApp {
     init_logging();
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let s = &deployment.suffix;
-    let mut args: Vec<String> = [
-        "oms",
-        "--listen-addr=127.0.0.1:0",
-        "--jwt-secret",
-        SECRET,
-        "--database-url",
-        &deployment.database_url,
-        "--database-max-connections=10",
-        "--kafka-brokers",
-        &brokers,
-        &format!("--topic-inventory=inventory-{s}"),
-        &format!("--topic-orders=orders-{s}"),
-        &format!("--topic-order-status=order-status-{s}"),
-        &format!("--group-prefix=oms-{s}"),
-        "--topic-partitions=2",
-        "--shutdown-grace-secs=5",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut args = vec!["oms".to_owned()];
+    args.extend(serve_flags(deployment, extra));
     let cli = Cli::try_parse_from(args).expect("test flags parse");
     oms::app::start(cli.serve).await.expect("oms starts")
+}
+
+/// The `oms serve` flags of an instance of `deployment`; `extra` flags (`--name=value`) replace
+/// the defaults of the same name.
+pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let s = &deployment.suffix;
+    let defaults = [
+        "--listen-addr=127.0.0.1:0".to_owned(),
+        format!("--jwt-secret={SECRET}"),
+        format!("--database-url={}", deployment.database_url),
+        "--database-max-connections=10".to_owned(),
+        format!("--kafka-brokers={brokers}"),
+        format!("--kafka-topic-inventory=inventory-{s}"),
+        format!("--kafka-topic-orders=orders-{s}"),
+        format!("--kafka-topic-order-status=order-status-{s}"),
+        format!("--kafka-group-prefix=oms-{s}"),
+        "--kafka-topic-partitions=2".to_owned(),
+        "--shutdown-grace-secs=5".to_owned(),
+    ];
+    let name = |flag: &str| flag.split('=').next().unwrap_or_default().to_owned();
+    let overridden: Vec<String> = extra.iter().map(|flag| name(flag)).collect();
+    defaults
+        .into_iter()
+        .filter(|flag| !overridden.contains(&name(flag)))
+        .chain(extra.iter().map(|flag| flag.to_string()))
+        .collect()
 }
 
 impl TestApp {
@@ -321,13 +325,18 @@ pub struct Subscription {
 impl Subscription {
     /// Connects and sends `connection_init` with the token; waits for the acknowledgement.
     pub async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Subscription {
-        Self::try_connect(
-            app,
-            json!({ "Authorization": format!("Bearer {token}") }),
-            protocol,
-        )
-        .await
-        .expect("connection acknowledged")
+        Self::connect_to(app.addr, token, protocol).await
+    }
+
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        token: &str,
+        protocol: Protocol,
+    ) -> Subscription {
+        let init = json!({ "Authorization": format!("Bearer {token}") });
+        Self::try_connect_to(addr, init, protocol)
+            .await
+            .expect("connection acknowledged")
     }
 
     /// Connects with an arbitrary `connection_init` payload; the first message that is not an
@@ -337,7 +346,15 @@ impl Subscription {
         init_payload: Value,
         protocol: Protocol,
     ) -> Result<Subscription, String> {
-        let mut request = format!("ws://{}/graphql/ws", app.addr)
+        Self::try_connect_to(app.addr, init_payload, protocol).await
+    }
+
+    pub async fn try_connect_to(
+        addr: std::net::SocketAddr,
+        init_payload: Value,
+        protocol: Protocol,
+    ) -> Result<Subscription, String> {
+        let mut request = format!("ws://{addr}/graphql/ws")
             .into_client_request()
             .unwrap();
         let name = match protocol {
@@ -423,5 +440,69 @@ impl Subscription {
             "subscription error: {payload}"
         );
         payload["data"]["orderStatusChanged"].clone()
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a signal (`TERM`, `STOP`, `CONT`, `KILL`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A broker of the test's own (tansu, in memory), for faults that must not disturb other tests.
+pub struct DedicatedBroker {
+    pub address: String,
+    process: std::process::Child,
+}
+
+impl DedicatedBroker {
+    pub async fn start() -> DedicatedBroker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut process = std::process::Command::new("tansu")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu is on PATH (scripts/test installs it)");
+        let address = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return DedicatedBroker { address, process };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = process.kill();
+        let _ = process.wait();
+        panic!("tansu did not start on {address}");
+    }
+
+    /// Freezes the broker: connections stay open but nothing answers.
+    pub fn pause(&self) {
+        signal(self.process.id(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.process.id(), "CONT");
+    }
+}
+
+impl Drop for DedicatedBroker {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }

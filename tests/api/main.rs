@@ -4,6 +4,7 @@
 mod authorization;
 mod concurrency;
 mod delivery;
+mod faults;
 mod helpers;
 mod http;
 mod idempotency;
