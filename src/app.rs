@@ -137,15 +137,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         } else {
             "{}".to_owned()
         };
-        let router = http::router(HttpState {
-            schema,
-            keys,
-            pool: pool.clone(),
-            producer: producer.clone(),
-            playground_headers: Arc::new(playground_headers),
-            shutdown: shutdown.clone(),
-            connections: connections.clone(),
-        });
+        let cors = http::cors(&args.cors_allowed_origins, args.auth.dev_mode)?;
+        let router = http::router(
+            HttpState {
+                schema,
+                keys,
+                pool: pool.clone(),
+                producer: producer.clone(),
+                playground_headers: Arc::new(playground_headers),
+                shutdown: shutdown.clone(),
+                connections: connections.clone(),
+            },
+            cors,
+        );
         let listener = tokio::net::TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("listening on {}", args.listen_addr))?;

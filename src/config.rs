@@ -23,12 +23,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the service: GraphQL API, Kafka consumers and the outbox relay.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
     /// Load demo inventory (idempotent).
     Seed(DatabaseArgs),
-    /// Print a signed token for local use.
+    /// Print a signed token for local use (with the development secret unless JWT_SECRET is set).
     Token(TokenArgs),
     /// Print the GraphQL schema (SDL), as kept in schema.graphql.
     Schema,
@@ -209,6 +209,10 @@ pub struct ServeArgs {
     /// Address the HTTP server listens on (host:port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+    /// Browser origins allowed to call the API (CORS), comma separated, e.g.
+    /// `https://shop.example.com`. None by default; any in development mode.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     /// Which components to run.
     #[arg(long, env = "OMS_COMPONENTS", value_enum, default_value_t = Components::All)]
     pub components: Components,
@@ -252,4 +256,34 @@ pub struct TokenArgs {
     pub ttl_hours: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(secret: Option<&str>, dev_mode: bool) -> AuthArgs {
+        AuthArgs {
+            jwt_secret: secret.map(str::to_owned),
+            dev_mode,
+        }
+    }
+
+    #[test]
+    fn the_service_refuses_to_start_without_a_proper_secret_outside_development_mode() {
+        assert!(matches!(
+            auth(None, false).keys(),
+            Err(ConfigError::MissingSecret)
+        ));
+        assert!(matches!(
+            auth(Some("too-short"), false).keys(),
+            Err(ConfigError::ShortSecret(9))
+        ));
+        assert!(matches!(
+            auth(Some(&"s".repeat(40)), true).keys(),
+            Err(ConfigError::DevWithSecret)
+        ));
+        assert!(auth(Some(&"s".repeat(32)), false).keys().is_ok());
+        assert!(auth(None, true).keys().is_ok());
+    }
 }

@@ -20,7 +20,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
-            let app = oms::app::start(args).await?;
+            let app = oms::app::start(*args).await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
             app.stop().await;
@@ -40,7 +40,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(created, "demo inventory seeded");
         }
         Command::Token(args) => {
-            let keys = args.auth.keys()?;
+            let keys = if args.auth.jwt_secret.is_none() && !args.auth.dev_mode {
+                eprintln!("note: JWT_SECRET is not set; signing with the development secret (oms serve --dev)");
+                oms::auth::TokenKeys::new(oms::auth::DEV_SECRET.as_bytes())
+            } else {
+                args.auth.keys()?
+            };
             let ttl = Duration::from_secs(args.ttl_hours * 3600);
             println!("{}", keys.issue(&args.sub, args.role, ttl));
         }

@@ -13,7 +13,9 @@ use crate::service::applying::ApplyError;
 impl From<ApplyError> for HandleError {
     fn from(error: ApplyError) -> Self {
         match error {
-            ApplyError::UnknownOrder(_) => HandleError::Poison(error.to_string()),
+            ApplyError::UnknownOrder(_) | ApplyError::Refused(_) => {
+                HandleError::Poison(error.to_string())
+            }
             ApplyError::Database(cause) => HandleError::Transient(cause.into()),
         }
     }

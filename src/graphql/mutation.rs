@@ -69,7 +69,7 @@ pub struct UpsertInventoryItemPayload {
     pub user_errors: Vec<UserError>,
 }
 
-#[Object]
+#[Object(name = "Mutation")]
 impl MutationRoot {
     /// Places an order. It is stored PENDING and checked against stock right away; follow it on
     /// `orderStatusChanged`.

@@ -31,7 +31,7 @@ fn bad_cursor(after: &str) -> async_graphql::Error {
     AppError::BadUserInput(format!("after {after:?} is not a cursor from this list")).extend()
 }
 
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// One order, if it exists and the caller may see it.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {

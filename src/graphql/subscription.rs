@@ -5,7 +5,7 @@
 //! `version`: the live feed is subscribed before the history is read, and anything already sent
 //! is dropped. A gap (a missed event) is filled from the history.
 
-use super::types::OrderStatusChange;
+use super::types::{ChangeOutcome, OrderStatusChange};
 use super::{parse_order_id, viewer};
 use crate::auth::Viewer;
 use crate::db;
@@ -15,14 +15,18 @@ use async_graphql::{Context, ErrorExtensions, Subscription, ID};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 pub struct SubscriptionRoot;
 
+/// Orders whose last sent version one all-orders subscription remembers.
+const MAX_TRACKED_ORDERS: usize = 10_000;
+
 type ChangeStream = BoxStream<'static, async_graphql::Result<OrderStatusChange>>;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// Status changes of one order (`orderId`), or of every order the caller may see (their own
     /// for a customer, all for staff), optionally only those reaching `status`. With `orderId`,
@@ -39,6 +43,10 @@ impl SubscriptionRoot {
         let feed = ctx.data_unchecked::<StatusFeed>().clone();
         let pool = ctx.data_unchecked::<PgPool>().clone();
         match order_id {
+            Some(_) if status.is_some() => Err(AppError::BadUserInput(
+                "status filters the stream of all orders; with orderId every change comes".into(),
+            )
+            .extend()),
             Some(id) => {
                 let id = parse_order_id(&id)?;
                 one_order(pool, feed, &viewer, id, after_version).await
@@ -68,9 +76,10 @@ async fn one_order(
         .ok_or_else(|| {
             AppError::NotFound(format!("no order {order_id} is visible to you")).extend()
         })?;
-    if let Some(version) = after_version.filter(|v| *v < 0) {
+    if let Some(version) = after_version.filter(|v| *v < 0 || *v > order.version) {
         return Err(AppError::BadUserInput(format!(
-            "afterVersion must be 0 or more, got {version}"
+            "afterVersion must be between 0 and the order's version {}, got {version}",
+            order.version
         ))
         .extend());
     }
@@ -95,14 +104,14 @@ async fn one_order(
                 Ok(event) if event.order_id == order_id => {
                     let Some(change) = OrderStatusChange::from_event(&event) else { continue };
                     match change.outcome {
-                        super::types::ChangeOutcome::Refused => yield Ok(change),
-                        super::types::ChangeOutcome::Applied if change.version <= sent => {}
-                        super::types::ChangeOutcome::Applied if change.version == sent + 1 => {
+                        ChangeOutcome::Refused => yield Ok(change),
+                        ChangeOutcome::Applied if change.version <= sent => {}
+                        ChangeOutcome::Applied if change.version == sent + 1 => {
                             sent = change.version;
                             yield Ok(change);
                         }
                         // A gap: fetch what was missed from the history.
-                        super::types::ChangeOutcome::Applied => catch_up = true,
+                        ChangeOutcome::Applied => catch_up = true,
                     }
                 }
                 Ok(_) => {}
@@ -121,6 +130,9 @@ fn every_visible_order(
     status: Option<crate::domain::status::OrderStatus>,
 ) -> ChangeStream {
     let mut live = feed.subscribe();
+    // The newest version sent per order: events are delivered at least once, and a stale or
+    // repeated change must not reach the client.
+    let mut sent: HashMap<Uuid, i32> = HashMap::new();
     async_stream::stream! {
         loop {
             match live.recv().await {
@@ -130,7 +142,25 @@ fn every_visible_order(
                         .owner_id
                         .as_deref()
                         .is_some_and(|owner| viewer.may_see_order_of(owner));
-                    if visible && status.is_none_or(|wanted| wanted == change.to) {
+                    if !visible {
+                        continue;
+                    }
+                    if change.outcome == ChangeOutcome::Applied {
+                        let newest = sent.entry(change.order_uuid).or_insert(0);
+                        if change.version <= *newest {
+                            continue;
+                        }
+                        *newest = change.version;
+                        if sent.len() > MAX_TRACKED_ORDERS {
+                            // Bounded memory: forget the oldest half (UUIDv7 ids sort by age).
+                            let mut ids: Vec<Uuid> = sent.keys().copied().collect();
+                            ids.sort_unstable();
+                            for id in &ids[..ids.len() / 2] {
+                                sent.remove(id);
+                            }
+                        }
+                    }
+                    if status.is_none_or(|wanted| wanted == change.to) {
                         yield Ok(change);
                     }
                 }

@@ -100,6 +100,11 @@ pub struct InventoryItem(pub InventoryItemRow);
 
 #[Object]
 impl InventoryItem {
+    /// The item's stable id (its SKU), for client caches.
+    async fn id(&self) -> ID {
+        ID(self.0.sku.clone())
+    }
+
     async fn sku(&self) -> &str {
         &self.0.sku
     }

@@ -39,20 +39,50 @@ pub struct HttpState {
     pub connections: TaskTracker,
 }
 
-pub fn router(state: HttpState) -> Router {
+pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
     Router::new()
         .route("/", get(playground))
         .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // GraphQLRequest reads the raw body, so the limit must wrap the body itself.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(cors)
         .with_state(state)
 }
 
 async fn playground(State(state): State<HttpState>) -> Html<String> {
     Html(PLAYGROUND.replace("__OMS_DEFAULT_HEADERS__", &state.playground_headers))
+}
+
+/// Which browser origins may call the API: none unless configured (any in development mode).
+pub fn cors(
+    allowed_origins: &[String],
+    dev_mode: bool,
+) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if dev_mode && allowed_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        let parsed = allowed_origins
+            .iter()
+            .map(|origin| {
+                origin.parse().map_err(|_| {
+                    anyhow::anyhow!("CORS origin {origin:?} is not a valid header value")
+                })
+            })
+            .collect::<anyhow::Result<Vec<axum::http::HeaderValue>>>()?;
+        AllowOrigin::list(parsed)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600)))
 }
 
 /// A response carrying one GraphQL error, for failures before the request reaches the schema.
@@ -157,7 +187,11 @@ async fn graphql_ws(
                                 break;
                             }
                             message = to_send.next() => match message {
-                                Some(message) => if sink.send(message).await.is_err() { break },
+                                Some(message) => {
+                                    if sink.send(refusal_as_forbidden(message)).await.is_err() {
+                                        break;
+                                    }
+                                }
                                 None => break,
                             },
                         }
@@ -168,6 +202,24 @@ async fn graphql_ws(
             })
         })
 }
+
+/// A connection refused for a bad token is closed with 4403 Forbidden (as graphql-ws
+/// recommends for a rejected `connection_init`), not the library's generic 1002.
+fn refusal_as_forbidden(message: Message) -> Message {
+    match message {
+        Message::Close(Some(frame))
+            if frame.code == close_code::PROTOCOL && frame.reason.starts_with(AUTH_REFUSED) =>
+        {
+            Message::Close(Some(CloseFrame {
+                code: 4403,
+                reason: frame.reason,
+            }))
+        }
+        other => other,
+    }
+}
+
+const AUTH_REFUSED: &str = "authentication failed";
 
 /// Reads `{"Authorization": "Bearer ..."}` (any case; also under `headers`) from a WebSocket
 /// `connection_init` payload. No token: an anonymous connection. A bad token: the connection
@@ -189,10 +241,10 @@ fn viewer_from_init_payload(
         Some(serde_json::Value::String(value)) => keys
             .verify_authorization(&value)
             .map(Some)
-            .map_err(|error| async_graphql::Error::new(format!("authentication failed: {error}"))),
-        Some(_) => Err(async_graphql::Error::new(
-            "authentication failed: Authorization must be a string `Bearer <token>`",
-        )),
+            .map_err(|error| async_graphql::Error::new(format!("{AUTH_REFUSED}: {error}"))),
+        Some(_) => Err(async_graphql::Error::new(format!(
+            "{AUTH_REFUSED}: Authorization must be a string `Bearer <token>`"
+        ))),
     }
 }
 
@@ -202,7 +254,10 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     match crate::db::pending_migrations(&state.pool).await {
         Ok(0) => {}
         Ok(pending) => problems.push(format!("{pending} database migrations are not applied")),
-        Err(error) => problems.push(format!("database unreachable: {error}")),
+        Err(error) => {
+            tracing::warn!(%error, "readiness: database check failed");
+            problems.push("database unreachable".to_owned());
+        }
     }
     let producer = state.producer.clone();
     let broker = tokio::task::spawn_blocking(move || {

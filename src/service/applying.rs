@@ -6,6 +6,7 @@ use crate::db;
 use crate::db::inventory::MovementReason;
 use crate::db::orders::OrderRow;
 use crate::domain::events::{Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested};
+use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
@@ -32,9 +33,26 @@ pub enum ApplyError {
     /// The event names an order that does not exist: it can never apply.
     #[error("order {0} does not exist")]
     UnknownOrder(Uuid),
+    /// The database refused the effect outright (a constraint): retrying cannot help, and the
+    /// event is set aside for an operator instead of blocking its partition.
+    #[error("the database refused the effect: {0}")]
+    Refused(sqlx::Error),
     /// Worth retrying: the database failed.
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        // SQLSTATE class 23: integrity constraint violation.
+        let constraint = matches!(&error, sqlx::Error::Database(db)
+            if db.code().is_some_and(|code| code.starts_with("23")));
+        if constraint {
+            ApplyError::Refused(error)
+        } else {
+            ApplyError::Database(error)
+        }
+    }
 }
 
 /// Deducts a PENDING order's stock and confirms it, or rejects it naming each line that cannot be
@@ -51,11 +69,7 @@ pub async fn apply_inventory_check(
     let order = db::orders::lock(&mut tx, order_id)
         .await?
         .ok_or(ApplyError::UnknownOrder(order_id))?;
-    if order
-        .status
-        .transition_to(OrderStatus::Confirmed, ChangeOrigin::InventoryCheck)
-        .is_err()
-    {
+    if order.status != OrderStatus::Pending {
         // Cancelled (or already decided) before its check: nothing to deduct.
         tx.commit().await?;
         return Ok(Applied::Moot {
@@ -122,19 +136,14 @@ pub async fn apply_requested_change(
         .await?
         .ok_or(ApplyError::UnknownOrder(order_id))?;
     let actor = &request.requested_by;
-    let permitted = actor.role == crate::auth::Role::Staff
-        || (actor.user_id == order.user_id && request.to == OrderStatus::Cancelled);
-    let decision = if permitted {
-        order
-            .status
-            .transition_to(request.to, ChangeOrigin::Request)
-            .map_err(|refusal| refusal.to_string())
-    } else {
-        Err(format!(
-            "{} may not set this order {}",
-            actor.user_id, request.to
-        ))
-    };
+    let decision = may_request_status(actor.role, actor.user_id == order.user_id, request.to)
+        .map_err(|refusal| refusal.to_string())
+        .and_then(|()| {
+            order
+                .status
+                .transition_to(request.to, ChangeOrigin::Request)
+                .map_err(|refusal| refusal.to_string())
+        });
     let outcome = match decision {
         Err(message) => {
             refuse(&mut tx, &order, request, &message).await?;

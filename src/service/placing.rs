@@ -89,12 +89,16 @@ async fn replay(
     existing: OrderRow,
     lines: &[RequestedLine],
 ) -> Result<PlaceOrderResult, AppError> {
-    let stored: Vec<(String, i32)> = db::orders::lines_of(pool, &[existing.id])
+    // The same lines in any order are the same order.
+    let mut stored: Vec<(String, i32)> = db::orders::lines_of(pool, &[existing.id])
         .await?
         .into_iter()
         .map(|l| (l.sku, l.quantity))
         .collect();
-    let requested: Vec<(String, i32)> = lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    let mut requested: Vec<(String, i32)> =
+        lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    stored.sort();
+    requested.sort();
     if stored == requested {
         Ok(Ok(existing))
     } else {

@@ -2,11 +2,12 @@
 //! `orders` stream. The orders consumer checks it again when it applies it, because the order
 //! may move in between; the outcome (applied or refused) reaches subscribers either way.
 
-use crate::auth::{Role, Viewer};
+use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::OrderRow;
 use crate::domain::events::{Actor, Event, EventBody, StatusChangeRequested};
 use crate::domain::order::check_reason;
+use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
@@ -29,11 +30,6 @@ impl StatusRequestOutcome {
             user_errors: vec![error],
         }
     }
-}
-
-/// Whether `role` may ask for `to` at all: customers may only cancel.
-pub fn role_may_request(role: Role, to: OrderStatus) -> bool {
-    role == Role::Staff || to == OrderStatus::Cancelled
 }
 
 pub async fn request_status_change(
@@ -59,14 +55,11 @@ pub async fn request_status_change(
             ))
         }
     };
-    if !role_may_request(viewer.role, to) {
+    let owns_order = order.user_id == viewer.user_id;
+    if let Err(refusal) = may_request_status(viewer.role, owns_order, to) {
         return Ok(StatusRequestOutcome::refused(
             Some(order),
-            UserError::new(
-                ["status"],
-                UserErrorCode::NotPermitted,
-                format!("customers may only cancel their orders, not set them {to}"),
-            ),
+            UserError::new(["status"], UserErrorCode::NotPermitted, refusal.to_string()),
         ));
     }
     match order.status.transition_to(to, ChangeOrigin::Request) {

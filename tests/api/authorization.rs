@@ -17,6 +17,9 @@ async fn requests_without_a_token_are_refused_as_unauthenticated() {
         "{ inventoryItems { edges { cursor } } }",
         "{ order(id: \"0190c0c0-0000-7000-8000-000000000000\") { id } }",
         "mutation { placeOrder(input: {items: [{sku: \"A\", quantity: 1}]}) { order { id } } }",
+        "{ inventoryItem(sku: \"A\") { sku } }",
+        "mutation { updateOrderStatus(input: {orderId: \"0190c0c0-0000-7000-8000-000000000000\", status: CANCELLED}) { accepted } }",
+        "mutation { upsertInventoryItem(input: {sku: \"A\", name: \"A\", quantity: 1}) { item { sku } } }",
     ] {
         let (status, body) = app.post(None, query, json!({})).await;
         assert_eq!(status, 200, "{body}");
@@ -174,5 +177,41 @@ async fn only_staff_manage_inventory() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_and_says_so() {
+    let app = TestApp::spawn().await;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "alice", "role": "customer", "exp": 1_000_000_000 }),
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, body) = app
+        .post(Some(&expired), "{ orders { edges { cursor } } }", json!({}))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(error_code(&body), "UNAUTHENTICATED");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+
+    let refused = Subscription::try_connect(
+        &app,
+        json!({ "Authorization": format!("Bearer {expired}") }),
+        Protocol::TransportWs,
+    )
+    .await;
+    let closed = refused.err().expect("the connection is refused");
+    assert!(
+        closed.contains("\"close\":4403") && closed.contains("expired"),
+        "{closed}"
+    );
     app.stop_and_drop_database().await;
 }

@@ -1,6 +1,6 @@
 //! Stock is never oversold and never restored twice, whatever runs at the same time.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Deployment, TestApp};
 use futures_util::future::join_all;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ async fn count_with_status(app: &TestApp, status: &str) -> i64 {
 
 #[tokio::test]
 async fn five_hundred_concurrent_orders_for_one_hundred_units_confirm_exactly_one_hundred() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_in(Deployment::new(), &["--database-max-connections=20"]).await;
     app.stock("HOT", 100).await;
     let deadlocks_before = deadlocks(&app).await;
     let customers: Vec<String> = (0..500).map(|i| app.customer(&format!("c{i}"))).collect();
@@ -78,7 +78,7 @@ async fn five_hundred_concurrent_orders_for_one_hundred_units_confirm_exactly_on
 
 #[tokio::test]
 async fn random_multi_line_orders_cancellations_and_restocks_keep_stock_conserved() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_in(Deployment::new(), &["--database-max-connections=20"]).await;
     let skus = ["H1", "H2", "H3", "H4"];
     for sku in skus {
         app.stock(sku, 40).await;

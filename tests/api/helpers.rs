@@ -282,6 +282,31 @@ impl TestApp {
         }
     }
 
+    /// Waits until the orders consumer has applied `count` requested status changes.
+    pub async fn wait_for_applied_requests(&self, count: i64) {
+        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let applied: i64 = sqlx::query_scalar(
+                "select count(*) from processed_events where consumer = 'orders'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if applied >= count {
+                assert_eq!(
+                    applied, count,
+                    "more requests were applied than were queued"
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {applied} of {count} requests applied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// How many orders exist in the database at all.
     pub async fn order_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from orders")
@@ -373,7 +398,8 @@ impl Subscription {
             .await;
         match subscription.next_message().await {
             Some(message) if message["type"] == "connection_ack" => Ok(subscription),
-            other => Err(format!("{other:?}")),
+            Some(other) => Err(other.to_string()),
+            None => Err("the socket closed without a message".to_owned()),
         }
     }
 

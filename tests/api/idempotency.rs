@@ -24,13 +24,32 @@ async fn the_same_idempotency_key_twice_returns_the_same_order() {
     assert_eq!(different["order"], serde_json::Value::Null);
     assert_eq!(different["userErrors"][0]["code"], "IDEMPOTENCY_KEY_REUSED");
 
+    // The same lines in another order are the same order.
+    app.stock("PEN", 10).await;
+    let two_lines = app
+        .place_order(&alice, &[("BOOK", 1), ("PEN", 1)], Some("two-lines"))
+        .await;
+    let reordered = app
+        .place_order(&alice, &[("PEN", 1), ("BOOK", 1)], Some("two-lines"))
+        .await;
+    assert_eq!(
+        two_lines["userErrors"],
+        serde_json::json!([]),
+        "{two_lines}"
+    );
+    assert_eq!(
+        reordered["order"]["id"], two_lines["order"]["id"],
+        "{reordered}"
+    );
+
     // Keys are per user: bob's identical key is his own order.
     let bob = app.customer("bob");
     let bobs = app
         .place_order(&bob, &[("BOOK", 2)], Some("checkout-42"))
         .await;
+    assert_eq!(bobs["userErrors"], serde_json::json!([]), "{bobs}");
     assert_ne!(bobs["order"]["id"], first["order"]["id"]);
-    assert_eq!(app.order_count().await, 2);
+    assert_eq!(app.order_count().await, 3);
     app.stop_and_drop_database().await;
 }
 

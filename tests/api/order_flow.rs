@@ -1,14 +1,22 @@
 //! The order flow end to end: placed, checked against stock, confirmed or rejected, advanced or
 //! cancelled, with stock restored exactly once.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Protocol, Subscription, TestApp};
 use serde_json::json;
 
 #[tokio::test]
-async fn an_order_that_fits_is_confirmed_and_its_subscriber_sees_pending_then_confirmed() {
+async fn an_order_that_fits_is_confirmed_and_its_subscriber_sees_pending_then_confirmed_live() {
     let app = TestApp::spawn().await;
     app.stock("KB-1", 10).await;
     let alice = app.customer("alice");
+    // Subscribed before the order exists: both changes must arrive live, not from history.
+    let mut live = Subscription::connect(&app, &alice, Protocol::TransportWs).await;
+    live.start(
+        "subscription { orderStatusChanged { orderId from to version } }",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let placed = app.place_order(&alice, &[("KB-1", 3)], None).await;
     assert_eq!(placed["userErrors"], json!([]));
@@ -17,20 +25,44 @@ async fn an_order_that_fits_is_confirmed_and_its_subscriber_sees_pending_then_co
     assert_eq!(placed["order"]["userId"], "alice");
     let order_id = placed["order"]["id"].as_str().unwrap();
 
-    let changes = app.wait_for_status(&alice, order_id, "CONFIRMED").await;
-    let path: Vec<_> = changes
-        .iter()
-        .map(|c| (c["from"].clone(), c["to"].clone(), c["version"].clone()))
-        .collect();
     assert_eq!(
-        path,
-        [
-            (json!(null), json!("PENDING"), json!(1)),
-            (json!("PENDING"), json!("CONFIRMED"), json!(2)),
-        ]
+        live.next_data().await,
+        json!({ "orderId": order_id, "from": null, "to": "PENDING", "version": 1 })
+    );
+    assert_eq!(
+        live.next_data().await,
+        json!({ "orderId": order_id, "from": "PENDING", "to": "CONFIRMED", "version": 2 })
     );
     assert_eq!(app.stock_of("KB-1").await, 7);
     app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn a_pending_order_cancelled_before_its_inventory_check_moves_no_stock() {
+    let deployment = crate::helpers::Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("DESK", 4).await;
+    let alice = api.customer("alice");
+    let order_id = api.place_order_id(&alice, &[("DESK", 3)]).await;
+    let cancel = api.update_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(cancel["accepted"], true, "{cancel}");
+
+    // The consumers start only now: the inventory check comes first, then the cancellation.
+    let consumers = crate::helpers::start_instance(&deployment, &["--components=consumers"]).await;
+    let changes = api.wait_for_status(&alice, &order_id, "CANCELLED").await;
+    let path: Vec<_> = changes
+        .iter()
+        .map(|c| c["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        path == ["PENDING", "CANCELLED"] || path == ["PENDING", "CONFIRMED", "CANCELLED"],
+        "{path:?}"
+    );
+    assert_eq!(api.stock_of("DESK").await, 4);
+    let report = oms::service::audit::audit(&api.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
 }
 
 #[tokio::test]
@@ -83,6 +115,13 @@ async fn cancelling_a_confirmed_order_restores_its_stock_exactly_once() {
     assert_eq!(first["accepted"], true, "{first}");
     assert_eq!(second["accepted"], true, "{second}");
     app.wait_for_status(&alice, &order_id, "CANCELLED").await;
+
+    // Both requests that were queued have been applied (the second as a no-op).
+    let queued = [&first, &second]
+        .iter()
+        .filter(|r| r["order"]["status"] == "CONFIRMED")
+        .count() as i64;
+    app.wait_for_applied_requests(queued).await;
 
     // A third request after the fact changes nothing either.
     let third = app.update_status(&alice, &order_id, "CANCELLED").await;

@@ -1,6 +1,6 @@
 //! Live status changes over real WebSockets, on both subprotocols and across instances.
 
-use crate::helpers::{Deployment, Protocol, Subscription, TestApp};
+use crate::helpers::{start_instance, Deployment, Protocol, Subscription, TestApp};
 use serde_json::json;
 use std::time::Duration;
 
@@ -63,27 +63,31 @@ async fn following_one_order_starts_with_its_current_state_then_continues_live()
 
 #[tokio::test]
 async fn a_request_that_no_longer_applies_reaches_the_subscriber_as_refused() {
-    let app = TestApp::spawn().await;
-    app.stock("TV", 2).await;
-    let alice = app.customer("alice");
-    let staff = app.staff();
-    let order_id = app.place_order_id(&alice, &[("TV", 1)]).await;
-    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
-    app.update_status(&staff, &order_id, "RECEIVED").await;
-    app.wait_for_status(&alice, &order_id, "RECEIVED").await;
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("TV", 2).await;
+    let alice = api.customer("alice");
+    let staff = api.staff();
+    let order_id = api.place_order_id(&alice, &[("TV", 1)]).await;
+    let consumers = start_instance(&deployment, &["--components=consumers"]).await;
+    api.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    api.update_status(&staff, &order_id, "RECEIVED").await;
+    api.wait_for_status(&alice, &order_id, "RECEIVED").await;
+    consumers.stop().await;
 
-    // Both pass the API's check against RECEIVED; by the time the cancellation is applied the
-    // order is OUT_FOR_DELIVERY, which can no longer be cancelled.
-    let mut follower = app.follow_order(&alice, &order_id).await;
+    // With no consumer running, both pass the API's check against RECEIVED; by the time the
+    // cancellation is applied the order is OUT_FOR_DELIVERY, which can no longer be cancelled.
+    let mut follower = api.follow_order(&alice, &order_id).await;
     assert_eq!(
-        app.update_status(&staff, &order_id, "OUT_FOR_DELIVERY")
+        api.update_status(&staff, &order_id, "OUT_FOR_DELIVERY")
             .await["accepted"],
         true
     );
     assert_eq!(
-        app.update_status(&alice, &order_id, "CANCELLED").await["accepted"],
+        api.update_status(&alice, &order_id, "CANCELLED").await["accepted"],
         true
     );
+    let consumers = start_instance(&deployment, &["--components=consumers"]).await;
 
     let refusal = loop {
         let change = follower.next_data().await;
@@ -100,7 +104,46 @@ async fn a_request_that_no_longer_applies_reaches_the_subscriber_as_refused() {
             .contains("cannot become CANCELLED"),
         "{refusal}"
     );
-    assert_eq!(app.stock_of("TV").await, 1, "no stock came back");
+    assert_eq!(api.stock_of("TV").await, 1, "no stock came back");
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn impossible_subscription_arguments_are_refused_with_a_clear_error() {
+    let app = TestApp::spawn().await;
+    app.stock("PEG", 5).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("PEG", 1)]).await;
+    for (query, expected) in [
+        (
+            "subscription($id: ID!) { orderStatusChanged(orderId: $id, afterVersion: 99) { to } }",
+            "afterVersion",
+        ),
+        (
+            "subscription($id: ID!) { orderStatusChanged(orderId: $id, status: CONFIRMED) { to } }",
+            "status",
+        ),
+        (
+            "subscription { orderStatusChanged(afterVersion: 1) { to } }",
+            "orderId",
+        ),
+    ] {
+        let mut subscription = Subscription::connect(&app, &alice, Protocol::TransportWs).await;
+        subscription.start(query, json!({ "id": order_id })).await;
+        let refused = subscription.next_payload().await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+        assert!(
+            refused["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{refused}"
+        );
+    }
     app.stop_and_drop_database().await;
 }
 
