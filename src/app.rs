@@ -7,6 +7,7 @@ use crate::graphql::{self, Limits};
 use crate::http::{self, HttpState};
 use crate::kafka::consume::ConsumerLoop;
 use crate::live::{StatusFeed, StatusReader};
+use crate::metrics::Metrics;
 use crate::outbox::Relay;
 use crate::{auth, db, kafka, seed};
 use anyhow::Context;
@@ -85,11 +86,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     let mut tasks = JoinSet::new();
     let connections = TaskTracker::new();
 
+    let metrics = Metrics::new();
     let relay = Relay::new(
         pool.clone(),
         producer.clone(),
         args.kafka.clone(),
         args.outbox_batch,
+        metrics.clone(),
     );
     tasks.spawn(relay.run(shutdown.clone()));
 
@@ -99,16 +102,24 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             &args,
             "inventory",
             Stream::Inventory,
-            InventoryHandler { pool: pool.clone() },
+            InventoryHandler {
+                pool: pool.clone(),
+                metrics: metrics.clone(),
+            },
             &dead_letters,
+            &metrics,
         )?;
         tasks.spawn(inventory.run(shutdown.clone()));
         let orders = group_loop(
             &args,
             "orders",
             Stream::Orders,
-            OrdersHandler { pool: pool.clone() },
+            OrdersHandler {
+                pool: pool.clone(),
+                metrics: metrics.clone(),
+            },
             &dead_letters,
+            &metrics,
         )?;
         tasks.spawn(orders.run(shutdown.clone()));
     }
@@ -122,7 +133,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         tasks.spawn(reader.run(shutdown.clone()));
         let schema = graphql::schema(
             pool.clone(),
-            feed,
+            feed.clone(),
+            metrics.clone(),
             Limits {
                 max_page_size: args.max_page_size,
             },
@@ -147,6 +159,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                 playground_headers: Arc::new(playground_headers),
                 shutdown: shutdown.clone(),
                 connections: connections.clone(),
+                metrics: metrics.clone(),
+                feed,
             },
             cors,
         );
@@ -182,9 +196,10 @@ fn group_loop<H: crate::kafka::consume::Handler>(
     stream: Stream,
     handler: H,
     dead_letters: &rdkafka::producer::FutureProducer,
+    metrics: &Metrics,
 ) -> anyhow::Result<ConsumerLoop<H>> {
     let group = format!("{}-{name}", args.kafka.group_prefix);
-    let consumer = kafka::group_consumer(&args.kafka, &group)?;
+    let consumer = kafka::group_consumer(&args.kafka, &group, metrics)?;
     let topic = args.kafka.topic(stream);
     consumer
         .subscribe(&[topic])
@@ -195,6 +210,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
         handler,
         producer: dead_letters.clone(),
         dead_letter_topic: args.kafka.dead_letter_topic(stream),
+        metrics: metrics.clone(),
     })
 }
 

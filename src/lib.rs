@@ -29,6 +29,7 @@ pub mod graphql;
 pub mod http;
 pub mod kafka;
 pub mod live;
+pub mod metrics;
 pub mod outbox;
 pub mod seed;
 pub mod service;

@@ -1,19 +1,24 @@
 //! The inventory consumer: a placed order is checked against stock and confirmed or rejected.
 
+use super::record_outcome;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
+use crate::metrics::Metrics;
 use crate::service::applying::apply_inventory_check;
 use sqlx::PgPool;
 
 pub struct InventoryHandler {
     pub pool: PgPool,
+    pub metrics: Metrics,
 }
 
 impl Handler for InventoryHandler {
     async fn handle(&self, event: Event) -> Result<(), HandleError> {
         match event.body {
             EventBody::OrderPlaced(_) => {
-                apply_inventory_check(&self.pool, event.event_id, event.order_id).await?;
+                let applied =
+                    apply_inventory_check(&self.pool, event.event_id, event.order_id).await?;
+                record_outcome(&self.metrics, &applied);
                 Ok(())
             }
             other => Err(HandleError::Poison(format!(

@@ -8,7 +8,18 @@ pub mod inventory;
 pub mod orders;
 
 use crate::kafka::consume::HandleError;
-use crate::service::applying::ApplyError;
+use crate::metrics::Metrics;
+use crate::service::applying::{Applied, ApplyError};
+
+/// Counts an applied status change by the status it reached.
+fn record_outcome(metrics: &Metrics, applied: &Applied) {
+    if let Applied::Changed(order) = applied {
+        metrics
+            .status_changes
+            .with_label_values(&[order.status.as_str()])
+            .inc();
+    }
+}
 
 impl From<ApplyError> for HandleError {
     fn from(error: ApplyError) -> Self {

@@ -1,20 +1,26 @@
 //! The orders consumer: requested status changes are checked again and applied (restoring stock
 //! when a deducted order is cancelled) or refused.
 
+use super::record_outcome;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
+use crate::metrics::Metrics;
 use crate::service::applying::apply_requested_change;
 use sqlx::PgPool;
 
 pub struct OrdersHandler {
     pub pool: PgPool,
+    pub metrics: Metrics,
 }
 
 impl Handler for OrdersHandler {
     async fn handle(&self, event: Event) -> Result<(), HandleError> {
         match &event.body {
             EventBody::StatusChangeRequested(request) => {
-                apply_requested_change(&self.pool, event.event_id, event.order_id, request).await?;
+                let applied =
+                    apply_requested_change(&self.pool, event.event_id, event.order_id, request)
+                        .await?;
+                record_outcome(&self.metrics, &applied);
                 Ok(())
             }
             other => Err(HandleError::Poison(format!(

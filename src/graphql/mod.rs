@@ -10,6 +10,7 @@ pub mod types;
 use crate::auth::Viewer;
 use crate::error::AppError;
 use crate::live::StatusFeed;
+use crate::metrics::Metrics;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
@@ -34,7 +35,7 @@ fn builder(
 }
 
 /// The schema with everything resolvers need.
-pub fn schema(pool: PgPool, feed: StatusFeed, limits: Limits) -> OmsSchema {
+pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: Limits) -> OmsSchema {
     builder()
         .data(DataLoader::new(ItemBySku(pool.clone()), tokio::spawn))
         .data(DataLoader::new(LinesByOrder(pool.clone()), tokio::spawn))
@@ -43,6 +44,7 @@ pub fn schema(pool: PgPool, feed: StatusFeed, limits: Limits) -> OmsSchema {
         .data(pool)
         .data(feed)
         .data(limits)
+        .data(metrics)
         .finish()
 }
 

@@ -7,6 +7,7 @@ use crate::domain::order::RequestedLine;
 use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::IntoGraphql;
+use crate::metrics::Metrics;
 use crate::service;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use sqlx::PgPool;
@@ -96,10 +97,13 @@ impl MutationRoot {
         .await
         .gql()?;
         Ok(match result {
-            Ok(order) => PlaceOrderPayload {
-                order: Some(Order(order)),
-                user_errors: vec![],
-            },
+            Ok(order) => {
+                ctx.data_unchecked::<Metrics>().orders_placed.inc();
+                PlaceOrderPayload {
+                    order: Some(Order(order)),
+                    user_errors: vec![],
+                }
+            }
             Err(user_errors) => PlaceOrderPayload {
                 order: None,
                 user_errors,

@@ -5,6 +5,8 @@
 use crate::auth::{TokenKeys, Viewer};
 use crate::error::AppError;
 use crate::graphql::OmsSchema;
+use crate::live::StatusFeed;
+use crate::metrics::Metrics;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::ws::{close_code, CloseFrame, Message};
@@ -37,6 +39,8 @@ pub struct HttpState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connections, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
+    pub metrics: Metrics,
+    pub feed: StatusFeed,
 }
 
 pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
@@ -46,6 +50,7 @@ pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         // GraphQLRequest reads the raw body, so the limit must wrap the body itself.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
@@ -246,6 +251,27 @@ fn viewer_from_init_payload(
             "{AUTH_REFUSED}: Authorization must be a string `Bearer <token>`"
         ))),
     }
+}
+
+/// Prometheus metrics; the state gauges are read now.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match crate::db::outbox::backlog(&state.pool).await {
+        Ok((waiting, oldest_age)) => {
+            state.metrics.outbox_backlog.set(waiting);
+            state.metrics.outbox_oldest_age_seconds.set(oldest_age);
+        }
+        Err(error) => tracing::warn!(%error, "metrics: reading the outbox backlog failed"),
+    }
+    // Every receiver of the live feed is one subscription.
+    state
+        .metrics
+        .live_subscriptions
+        .set(state.feed.subscriber_count() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Ready when the database answers with every migration applied and the broker answers.

@@ -7,6 +7,8 @@
 //! why and where it came from, and the consumer carries on.
 
 use crate::domain::events::{decode, Event};
+use crate::kafka::LagReporting;
+use crate::metrics::Metrics;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -34,10 +36,11 @@ pub trait Handler: Send + Sync {
 
 pub struct ConsumerLoop<H> {
     pub name: &'static str,
-    pub consumer: StreamConsumer,
+    pub consumer: StreamConsumer<LagReporting>,
     pub handler: H,
     pub producer: FutureProducer,
     pub dead_letter_topic: String,
+    pub metrics: Metrics,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -91,6 +94,7 @@ impl<H: Handler> ConsumerLoop<H> {
             order_id = tracing::field::Empty,
             event_id = tracing::field::Empty,
         );
+        let started = std::time::Instant::now();
         async {
             let verdict = match decode(message.payload()) {
                 Err(undecodable) => Err(undecodable.to_string()),
@@ -113,10 +117,19 @@ impl<H: Handler> ConsumerLoop<H> {
             if let Err(error) = self.consumer.store_offset_from_message(message) {
                 tracing::warn!(%error, "storing the offset failed; the message may be redelivered");
             }
+            self.record(message, started);
             true
         }
         .instrument(span)
         .await
+    }
+
+    fn record(&self, message: &BorrowedMessage<'_>, started: std::time::Instant) {
+        let topic = message.topic();
+        self.metrics
+            .consumer_processing_seconds
+            .with_label_values(&[topic])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Ok(true): applied. Ok(false): interrupted by shutdown. Err: poison, with the reason.
@@ -151,6 +164,10 @@ impl<H: Handler> ConsumerLoop<H> {
         shutdown: &CancellationToken,
     ) -> bool {
         tracing::error!(reason, dlq = %self.dead_letter_topic, "unprocessable message; moving it to the dead-letter topic");
+        self.metrics
+            .dead_letters
+            .with_label_values(&[message.topic()])
+            .inc();
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let mut headers = OwnedHeaders::new()

@@ -5,12 +5,15 @@ pub mod consume;
 
 use crate::config::KafkaArgs;
 use crate::domain::events::Stream;
+use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
@@ -47,10 +50,38 @@ pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> 
         .context("creating the dead-letter producer")
 }
 
+/// Reports consumer lag per partition from librdkafka's periodic statistics.
+pub struct LagReporting {
+    pub metrics: Metrics,
+}
+
+impl ClientContext for LagReporting {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                // -1 for partitions this member does not consume.
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporting {}
+
 /// A group member whose offsets move only when the application stores them, which it does after
 /// the database commit. Stored offsets are committed in the background and on shutdown.
-pub fn group_consumer(args: &KafkaArgs, group_id: &str) -> anyhow::Result<StreamConsumer> {
+pub fn group_consumer(
+    args: &KafkaArgs,
+    group_id: &str,
+    metrics: &Metrics,
+) -> anyhow::Result<StreamConsumer<LagReporting>> {
     base_config(args)
+        .set("statistics.interval.ms", "5000")
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -60,7 +91,9 @@ pub fn group_consumer(args: &KafkaArgs, group_id: &str) -> anyhow::Result<Stream
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()
+        .create_with_context(LagReporting {
+            metrics: metrics.clone(),
+        })
         .with_context(|| format!("creating the Kafka consumer of group {group_id}"))
 }
 

@@ -9,6 +9,7 @@
 use crate::config::KafkaArgs;
 use crate::db;
 use crate::domain::events::Stream;
+use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -26,6 +27,7 @@ pub struct Relay {
     producer: FutureProducer,
     kafka: KafkaArgs,
     batch_size: i64,
+    metrics: Metrics,
     /// Set when a delivery failed in a way that leaves the idempotent producer unusable.
     producer_broken: AtomicBool,
 }
@@ -45,12 +47,19 @@ fn breaks_the_producer(error: &KafkaError) -> bool {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer, kafka: KafkaArgs, batch_size: i64) -> Self {
+    pub fn new(
+        pool: PgPool,
+        producer: FutureProducer,
+        kafka: KafkaArgs,
+        batch_size: i64,
+        metrics: Metrics,
+    ) -> Self {
         Relay {
             pool,
             producer,
             kafka,
             batch_size,
+            metrics,
             producer_broken: AtomicBool::new(false),
         }
     }
@@ -66,6 +75,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let stream = Stream::parse(&row.stream).with_context(|| {
@@ -95,6 +105,10 @@ impl Relay {
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         db::outbox::delete(&mut tx, &ids).await?;
         tx.commit().await?;
+        self.metrics.outbox_published.inc_by(ids.len() as u64);
+        self.metrics
+            .outbox_publish_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(published = ids.len(), "outbox batch published");
         Ok(ids.len())
     }

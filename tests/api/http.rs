@@ -70,3 +70,43 @@ async fn queries_work_over_get_but_mutations_need_post() {
         .contains("POST"));
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscriptions() {
+    let app = crate::helpers::TestApp::spawn().await;
+    app.stock("FAN", 1).await;
+    let alice = app.customer("alice");
+    let confirmed = app.place_order_id(&alice, &[("FAN", 1)]).await;
+    let rejected = app.place_order_id(&alice, &[("FAN", 1)]).await;
+    let _watching = app.follow_order(&alice, &confirmed).await;
+    app.wait_for_status(&alice, &rejected, "REJECTED").await;
+    app.wait_for_status(&alice, &confirmed, "CONFIRMED").await;
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(value("oms_orders_placed_total"), 2.0);
+    assert_eq!(
+        value("oms_order_status_changes_total{status=\"CONFIRMED\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("oms_order_status_changes_total{status=\"REJECTED\"}"),
+        1.0
+    );
+    assert!(value("oms_live_subscriptions") >= 1.0);
+    assert!(value("oms_outbox_backlog") >= 0.0);
+    assert!(
+        value("oms_outbox_published_total") >= 6.0,
+        "2 orders x (placed, status) + 2 decisions"
+    );
+    assert!(value("oms_consumer_processing_seconds_count{topic=\"inventory-") >= 2.0);
+    app.stop_and_drop_database().await;
+}

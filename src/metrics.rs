@@ -1,0 +1,128 @@
+//! Prometheus metrics, served at `/metrics`. One registry per running service.
+//!
+//! Counters are recorded where outcomes are known (resolvers, consumer handlers, the relay);
+//! gauges that describe state (outbox backlog, live subscriptions) are read when scraped.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub orders_placed: IntCounter,
+    /// Applied status changes by the status reached (confirmed, rejected, cancelled, ...).
+    pub status_changes: IntCounterVec,
+    pub consumer_processing_seconds: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub dead_letters: IntCounterVec,
+    pub outbox_published: IntCounter,
+    pub outbox_publish_seconds: Histogram,
+    pub outbox_backlog: IntGauge,
+    pub outbox_oldest_age_seconds: prometheus::Gauge,
+    pub live_subscriptions: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("oms".into()), None).expect("valid prefix");
+        let metrics = Metrics {
+            orders_placed: IntCounter::new("orders_placed_total", "Orders placed").unwrap(),
+            status_changes: IntCounterVec::new(
+                Opts::new(
+                    "order_status_changes_total",
+                    "Applied order status changes, by the status reached",
+                ),
+                &["status"],
+            )
+            .unwrap(),
+            consumer_processing_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "consumer_processing_seconds",
+                    "Time to apply one Kafka message, by topic",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+                &["topic"],
+            )
+            .unwrap(),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag_messages",
+                    "Messages behind the end of the partition, by topic and partition",
+                ),
+                &["topic", "partition"],
+            )
+            .unwrap(),
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "dead_letters_total",
+                    "Messages moved to a dead-letter topic, by source topic",
+                ),
+                &["topic"],
+            )
+            .unwrap(),
+            outbox_published: IntCounter::new(
+                "outbox_published_total",
+                "Outbox events published to Kafka",
+            )
+            .unwrap(),
+            outbox_publish_seconds: Histogram::with_opts(
+                HistogramOpts::new("outbox_publish_seconds", "Time to publish one outbox batch")
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ]),
+            )
+            .unwrap(),
+            outbox_backlog: IntGauge::new("outbox_backlog", "Events waiting in the outbox")
+                .unwrap(),
+            outbox_oldest_age_seconds: prometheus::Gauge::new(
+                "outbox_oldest_age_seconds",
+                "Age of the oldest event waiting in the outbox",
+            )
+            .unwrap(),
+            live_subscriptions: IntGauge::new(
+                "live_subscriptions",
+                "Active orderStatusChanged subscriptions on this instance",
+            )
+            .unwrap(),
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(metrics.orders_placed.clone()),
+            Box::new(metrics.status_changes.clone()),
+            Box::new(metrics.consumer_processing_seconds.clone()),
+            Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.outbox_published.clone()),
+            Box::new(metrics.outbox_publish_seconds.clone()),
+            Box::new(metrics.outbox_backlog.clone()),
+            Box::new(metrics.outbox_oldest_age_seconds.clone()),
+            Box::new(metrics.live_subscriptions.clone()),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
