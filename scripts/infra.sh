@@ -63,3 +63,6 @@ ensure_tansu() {
 ensure_postgres
 ensure_tansu
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+# tansu sends a consumer that resumes inside a multi-record batch only the batches after it,
+# losing the rest of that batch: one message per batch keeps every message deliverable.
+export KAFKA_BATCH_MAX_MESSAGES=${KAFKA_BATCH_MAX_MESSAGES:-1}

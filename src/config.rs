@@ -115,6 +115,18 @@ pub struct KafkaArgs {
         default_value_t = 10
     )]
     pub fetch_wait_max_ms: u32,
+    /// Most messages the producer packs into one record batch. Apache Kafka: leave the default.
+    /// tansu (local runs and tests) needs 1: a consumer resuming at an offset inside a
+    /// multi-record batch is sent only the batches after it, so the rest of that batch is lost.
+    #[arg(
+        long = "kafka-batch-max-messages",
+        env = "KAFKA_BATCH_MAX_MESSAGES",
+        default_value_t = 10_000
+    )]
+    pub batch_max_messages: u32,
+    /// librdkafka debug contexts (e.g. `consumer,fetch`), logged at debug level. Empty: off.
+    #[arg(long = "kafka-debug", env = "KAFKA_DEBUG", default_value = "")]
+    pub kafka_debug: String,
     /// How long the producer keeps retrying a message before it reports failure.
     #[arg(
         long = "kafka-message-timeout-ms",

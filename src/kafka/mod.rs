@@ -24,7 +24,17 @@ fn base_config(args: &KafkaArgs) -> ClientConfig {
         .set("client.id", "oms")
         // A broker that is down is retried quietly; failures surface through delivery results.
         .set("reconnect.backoff.max.ms", "2000")
-        .set("log_level", "4");
+        .set(
+            "log_level",
+            if args.kafka_debug.is_empty() {
+                "4"
+            } else {
+                "7"
+            },
+        );
+    if !args.kafka_debug.is_empty() {
+        config.set("debug", &args.kafka_debug);
+    }
     config
 }
 
@@ -35,6 +45,7 @@ pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
+        .set("batch.num.messages", args.batch_max_messages.to_string())
         .set("message.timeout.ms", args.message_timeout_ms.to_string())
         .create()
         .context("creating the Kafka producer")
@@ -45,6 +56,7 @@ pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
 pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
     base_config(args)
         .set("acks", "all")
+        .set("batch.num.messages", args.batch_max_messages.to_string())
         .set("message.timeout.ms", args.message_timeout_ms.to_string())
         .create()
         .context("creating the dead-letter producer")
@@ -90,7 +102,6 @@ pub fn group_consumer(
         .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .create_with_context(LagReporting {
             metrics: metrics.clone(),
         })

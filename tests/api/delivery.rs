@@ -226,3 +226,89 @@ async fn read_all(topic: &str, count: usize) -> HashMap<String, HashMap<String, 
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn with_two_instances_each_orders_status_events_reach_kafka_in_version_order() {
+    let deployment = Deployment::new();
+    let first = TestApp::spawn_in(deployment.clone(), &[]).await;
+    let second = TestApp::spawn_in(deployment.clone(), &[]).await;
+    first.stock("CLOCK", 100).await;
+    let staff = first.staff();
+
+    // Each order's steps alternate between the instances.
+    let lifecycles = (0..10).map(|i| {
+        let (a, b) = if i % 2 == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        let customer = a.customer(&format!("c{i}"));
+        let staff = staff.clone();
+        async move {
+            let id = a.place_order_id(&customer, &[("CLOCK", 1)]).await;
+            b.wait_for_status(&customer, &id, "CONFIRMED").await;
+            assert_eq!(
+                b.update_status(&staff, &id, "RECEIVED").await["accepted"],
+                true
+            );
+            a.wait_for_status(&customer, &id, "RECEIVED").await;
+            assert_eq!(
+                a.update_status(&customer, &id, "CANCELLED").await["accepted"],
+                true
+            );
+            b.wait_for_status(&customer, &id, "CANCELLED").await;
+            id
+        }
+    });
+    let ids = futures_util::future::join_all(lifecycles).await;
+
+    let topic = format!("order-status-{}", deployment.suffix);
+    let events = read_payloads(&topic, ids.len() * 4).await;
+    let mut versions: HashMap<String, Vec<i64>> = HashMap::new();
+    for event in &events {
+        if event["type"] == "OrderStatusChanged" {
+            let order = event["orderId"].as_str().unwrap().to_owned();
+            versions
+                .entry(order)
+                .or_default()
+                .push(event["version"].as_i64().unwrap());
+        }
+    }
+    for id in &ids {
+        let mut seen = versions[id].clone();
+        seen.dedup(); // at-least-once: a redelivered event may repeat, but never go back
+        assert_eq!(seen, [1, 2, 3, 4], "order {id}: {:?}", versions[id]);
+    }
+    second.stop().await;
+    first.stop_and_drop_database().await;
+}
+
+/// Reads at least `count` JSON payloads of `topic` from the start, in partition order.
+async fn read_payloads(topic: &str, count: usize) -> Vec<serde_json::Value> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut payloads = Vec::new();
+        while payloads.len() < count && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                payloads.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+            }
+        }
+        assert!(
+            payloads.len() >= count,
+            "read {} of {count}",
+            payloads.len()
+        );
+        payloads
+    })
+    .await
+    .unwrap()
+}
