@@ -9,6 +9,7 @@ mod helpers;
 mod http;
 mod idempotency;
 mod order_flow;
+mod properties;
 mod schema;
 mod subscriptions;
 mod validation;

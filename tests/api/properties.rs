@@ -1,0 +1,243 @@
+//! A property test: random sequences of placing, the inventory check, requested status changes,
+//! restocks and redelivered events, applied through the same service functions the consumers
+//! use, against the real database. After every sequence the invariants hold (`oms check`), and a
+//! redelivered event never changes anything.
+
+use crate::helpers::Deployment;
+use oms::auth::{Role, Viewer};
+use oms::domain::events::{Actor, StatusChangeRequested};
+use oms::domain::order::RequestedLine;
+use oms::domain::status::OrderStatus;
+use oms::service::applying::{apply_inventory_check, apply_requested_change, Applied};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use uuid::Uuid;
+
+const SKUS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Place {
+        customer: u8,
+        lines: Vec<(usize, i32)>,
+    },
+    InventoryCheck {
+        order: usize,
+    },
+    Request {
+        order: usize,
+        to: OrderStatus,
+        staff: bool,
+    },
+    Redeliver {
+        event: usize,
+    },
+    Restock {
+        sku: usize,
+        quantity: i32,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let status = prop::sample::select(OrderStatus::ALL.to_vec());
+    prop_oneof![
+        3 => (0u8..3, prop::collection::vec((0..SKUS, 1i32..4), 1..=SKUS))
+            .prop_map(|(customer, lines)| Step::Place { customer, lines }),
+        3 => (0usize..16).prop_map(|order| Step::InventoryCheck { order }),
+        3 => (0usize..16, status, any::<bool>())
+            .prop_map(|(order, to, staff)| Step::Request { order, to, staff }),
+        2 => (0usize..32).prop_map(|event| Step::Redeliver { event }),
+        1 => (0..SKUS, 0i32..8).prop_map(|(sku, quantity)| Step::Restock { sku, quantity }),
+    ]
+}
+
+/// An event the "consumers" applied, kept so it can be delivered again.
+#[derive(Clone)]
+enum Delivered {
+    Placed {
+        event_id: Uuid,
+        order: Uuid,
+    },
+    Requested {
+        event_id: Uuid,
+        order: Uuid,
+        request: StatusChangeRequested,
+    },
+}
+
+async fn apply(pool: &PgPool, event: &Delivered) -> Applied {
+    match event {
+        Delivered::Placed { event_id, order } => apply_inventory_check(pool, *event_id, *order)
+            .await
+            .unwrap(),
+        Delivered::Requested {
+            event_id,
+            order,
+            request,
+        } => apply_requested_change(pool, *event_id, *order, request)
+            .await
+            .unwrap(),
+    }
+}
+
+async fn snapshot(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select format('%s %s %s %s', id, status, version, stock_deducted) from orders
+         union all select format('%s %s', sku, quantity) from inventory_items
+         union all select format('ledger %s', count(*)) from stock_movements
+         union all select format('history %s', count(*)) from order_status_history
+         order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let skus: Vec<String> = (0..SKUS).map(|i| format!("P{case}-S{i}")).collect();
+    for sku in &skus {
+        let input = oms::service::inventory::ItemInput {
+            sku: sku.clone(),
+            name: sku.clone(),
+            quantity: 5,
+            low_stock_threshold: None,
+        };
+        oms::service::inventory::upsert_item(pool, input)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let staff = Viewer {
+        user_id: format!("staff-{case}"),
+        role: Role::Staff,
+    };
+    let mut orders: Vec<(Uuid, Viewer)> = Vec::new();
+    let mut delivered: Vec<Delivered> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Place { customer, lines } => {
+                let viewer = Viewer {
+                    user_id: format!("c{case}-{customer}"),
+                    role: Role::Customer,
+                };
+                let mut requested: Vec<RequestedLine> = Vec::new();
+                for (sku, quantity) in lines {
+                    if !requested.iter().any(|l| l.sku == skus[sku]) {
+                        requested.push(RequestedLine {
+                            sku: skus[sku].clone(),
+                            quantity,
+                        });
+                    }
+                }
+                let order = oms::service::placing::place_order(pool, &viewer, requested, None)
+                    .await
+                    .unwrap()
+                    .expect("valid orders are placed");
+                prop_assert_eq!(order.status, OrderStatus::Pending);
+                orders.push((order.id, viewer));
+            }
+            Step::InventoryCheck { order } => {
+                let Some((id, _)) = orders.get(order) else {
+                    continue;
+                };
+                let event = Delivered::Placed {
+                    event_id: Uuid::now_v7(),
+                    order: *id,
+                };
+                apply(pool, &event).await;
+                delivered.push(event);
+            }
+            Step::Request {
+                order,
+                to,
+                staff: by_staff,
+            } => {
+                let Some((id, owner)) = orders.get(order) else {
+                    continue;
+                };
+                let viewer = if by_staff { &staff } else { owner };
+                let outcome = oms::service::status_requests::request_status_change(
+                    pool, viewer, *id, to, None,
+                )
+                .await
+                .unwrap();
+                if outcome.accepted {
+                    let request = StatusChangeRequested {
+                        to,
+                        reason: None,
+                        requested_by: Actor {
+                            user_id: viewer.user_id.clone(),
+                            role: viewer.role,
+                        },
+                    };
+                    let event = Delivered::Requested {
+                        event_id: Uuid::now_v7(),
+                        order: *id,
+                        request,
+                    };
+                    apply(pool, &event).await;
+                    delivered.push(event);
+                }
+            }
+            Step::Redeliver { event } => {
+                let Some(event) = delivered.get(event) else {
+                    continue;
+                };
+                let before = snapshot(pool).await;
+                prop_assert_eq!(apply(pool, event).await, Applied::Duplicate);
+                prop_assert_eq!(
+                    snapshot(pool).await,
+                    before,
+                    "a redelivery changed the state"
+                );
+            }
+            Step::Restock { sku, quantity } => {
+                let input = oms::service::inventory::ItemInput {
+                    sku: skus[sku].clone(),
+                    name: skus[sku].clone(),
+                    quantity,
+                    low_stock_threshold: None,
+                };
+                oms::service::inventory::upsert_item(pool, input)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+    }
+    let report = oms::service::audit::audit(pool).await.unwrap();
+    prop_assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    Ok(())
+}
+
+#[test]
+fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_invariants() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deployment = Deployment::new();
+    let pool = runtime.block_on(async {
+        oms::db::create_database_if_missing(&deployment.database_url)
+            .await
+            .unwrap();
+        let pool = PgPool::connect(&deployment.database_url).await.unwrap();
+        oms::db::MIGRATOR.run(&pool).await.unwrap();
+        pool
+    });
+    let cases = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&prop::collection::vec(step(), 1..40), |steps| {
+        let case = cases.fetch_add(1, Ordering::Relaxed);
+        runtime.block_on(run(&pool, case, steps))
+    });
+    runtime.block_on(async {
+        pool.close().await;
+        use sqlx::migrate::MigrateDatabase;
+        let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
+    });
+    result.unwrap();
+}
