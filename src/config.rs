@@ -124,6 +124,22 @@ pub struct KafkaArgs {
         default_value_t = 10_000
     )]
     pub batch_max_messages: u32,
+    /// How often consumers commit the offsets of messages already applied. A crash loses at most
+    /// this much progress, which is then redelivered (harmlessly).
+    #[arg(
+        long = "kafka-commit-interval-ms",
+        env = "KAFKA_COMMIT_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub commit_interval_ms: u32,
+    /// How long the group waits for a consumer that stopped answering (crashed) before its
+    /// partitions move to the others.
+    #[arg(
+        long = "kafka-session-timeout-ms",
+        env = "KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub session_timeout_ms: u32,
     /// librdkafka debug contexts (e.g. `consumer,fetch`), logged at debug level. Empty: off.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG", default_value = "")]
     pub kafka_debug: String,

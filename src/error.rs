@@ -51,11 +51,10 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                AppError::Unavailable(error)
-            }
-            other => AppError::Internal(other.into()),
+        if crate::db::is_unavailable(&error) {
+            AppError::Unavailable(error)
+        } else {
+            AppError::Internal(error.into())
         }
     }
 }

@@ -31,6 +31,23 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Err
         .connect_lazy(url)
 }
 
+/// Whether an error means the database cannot be reached right now (down, restarting, out of
+/// connections), as opposed to a failed statement: worth retrying later.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        // 08: connection exception; 53: insufficient resources; 57: operator intervention
+        // (e.g. 57P01, the server is shutting down).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 /// Whether an error is a unique violation of the named constraint or index.
 pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     matches!(error, sqlx::Error::Database(db)

@@ -96,11 +96,17 @@ pub fn group_consumer(
         .set("statistics.interval.ms", "5000")
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
+        .set(
+            "auto.commit.interval.ms",
+            args.commit_interval_ms.to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", args.session_timeout_ms.to_string())
+        // Also bounds how long a rebalance waits for a member that vanished without leaving
+        // (a crash): the group's other members resume after this, not after the default 5 min.
+        .set("max.poll.interval.ms", "20000")
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(LagReporting {
             metrics: metrics.clone(),

@@ -64,6 +64,7 @@ pub async fn apply_inventory_check(
 ) -> Result<Applied, ApplyError> {
     let mut tx = pool.begin().await?;
     if !db::inbox::mark_processed(&mut tx, INVENTORY_CONSUMER, event_id).await? {
+        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
         return Ok(Applied::Duplicate);
     }
     let order = db::orders::lock(&mut tx, order_id)
@@ -130,6 +131,7 @@ pub async fn apply_requested_change(
 ) -> Result<Applied, ApplyError> {
     let mut tx = pool.begin().await?;
     if !db::inbox::mark_processed(&mut tx, ORDERS_CONSUMER, event_id).await? {
+        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
         return Ok(Applied::Duplicate);
     }
     let order = db::orders::lock(&mut tx, order_id)

@@ -4,54 +4,11 @@ use crate::helpers::{start_instance, Deployment, TestApp};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// Whether `group` has committed offsets up to the end of every partition of `topic`; if not,
-/// where it stands.
-fn group_caught_up(group: &str, topic: &str) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let timeout = Duration::from_secs(5);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut wanted = TopicPartitionList::new();
-    for partition in 0..partitions {
-        wanted.add_partition(topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, timeout)
-        .map_err(|e| e.to_string())?;
-    let positions: Vec<(i64, Offset)> = (0..partitions)
-        .map(|partition| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .unwrap();
-            let at = committed
-                .find_partition(topic, partition)
-                .map(|p| p.offset())
-                .unwrap_or(Offset::Invalid);
-            (high, at)
-        })
-        .collect();
-    if positions
-        .iter()
-        // At or past the end: tansu's reported end can lag behind what was already consumed.
-        .all(|(high, at)| *high == 0 || matches!(at, Offset::Offset(o) if o >= high))
-    {
-        Ok(())
-    } else {
-        Err(format!("(end, committed) per partition: {positions:?}"))
-    }
-}
+use crate::helpers::{brokers, group_caught_up};
 
 async fn wait_until_caught_up(group: &str, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);

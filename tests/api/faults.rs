@@ -1,7 +1,8 @@
 //! Faults: the broker down, the process told to stop.
 
 use crate::helpers::{
-    free_port, serve_flags, signal, DedicatedBroker, Deployment, Protocol, Subscription, TestApp,
+    free_port, group_caught_up, serve_flags, signal, DedicatedBroker, Deployment, Protocol,
+    Subscription, TestApp,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -75,7 +76,10 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_promptly() {
     let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
         .arg("serve")
         .args(serve_flags(&deployment, &[&listen]))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("oms starts");
@@ -112,4 +116,173 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_promptly() {
     assert!(asked.elapsed() < Duration::from_secs(15));
     use sqlx::migrate::MigrateDatabase;
     let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
+}
+
+#[tokio::test]
+async fn a_postgres_restart_under_load_gives_clear_errors_meanwhile_and_loses_nothing() {
+    let postgres = crate::helpers::DedicatedPostgres::start();
+    let mut deployment = Deployment::new();
+    deployment.database_url = postgres.url(&format!("oms_test_{}", deployment.suffix));
+    let app = TestApp::spawn_in(deployment, &[]).await;
+    app.stock("INK", 1000).await;
+    let alice = app.customer("alice");
+
+    // Load: one customer keeps placing orders while the database goes away and comes back.
+    let load = async {
+        let mut placed = Vec::new();
+        let mut unavailable = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(12) {
+            let (_, body) = app
+                .post(
+                    Some(&alice),
+                    "mutation { placeOrder(input: {items: [{sku: \"INK\", quantity: 1}]}) { order { id } } }",
+                    json!({}),
+                )
+                .await;
+            match body["data"]["placeOrder"]["order"]["id"].as_str() {
+                Some(id) => placed.push(id.to_owned()),
+                None => unavailable.push(body),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (placed, unavailable)
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        postgres.down();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        postgres.up();
+    };
+    let ((placed, unavailable), ()) = tokio::join!(load, outage);
+
+    assert!(!unavailable.is_empty(), "requests during the outage failed");
+    for body in &unavailable {
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            !message.contains("sqlx") && !message.contains("connection"),
+            "{message}"
+        );
+    }
+    assert!(
+        placed.len() > 20,
+        "orders were placed before and after: {}",
+        placed.len()
+    );
+
+    // Consumers and the relay resumed by themselves: every accepted order is decided.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let undecided: i64 =
+            sqlx::query_scalar("select count(*) from orders where status = 'PENDING'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap_or(i64::MAX);
+        if undecided == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{undecided} orders still PENDING"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, placed.len() as i64, "no order lost, none doubled");
+    assert_eq!(app.stock_of("INK").await, 1000 - placed.len() as i64);
+    let report = oms::service::audit::audit(&app.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commit_is_harmless() {
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("BELL", 20).await;
+    let alice = api.customer("alice");
+    // Offsets are committed only once a minute, so the kill certainly loses them.
+    let consumer_flags = serve_flags(
+        &deployment,
+        &[
+            "--components=consumers",
+            "--kafka-commit-interval-ms=60000",
+            "--kafka-session-timeout-ms=6000",
+        ],
+    );
+    let mut consumers = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .arg("serve")
+        .args(&consumer_flags)
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("oms starts");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(api.place_order_id(&alice, &[("BELL", 2)]).await);
+    }
+    for id in &ids {
+        api.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    signal(consumers.id().unwrap(), "KILL");
+    consumers.wait().await.unwrap();
+    let group = format!("oms-{}-inventory", deployment.suffix);
+    let topic = format!("inventory-{}", deployment.suffix);
+    let committed = tokio::task::spawn_blocking(move || group_caught_up(&group, &topic))
+        .await
+        .unwrap();
+    assert!(
+        committed.is_err(),
+        "the applied messages' offsets were never committed"
+    );
+
+    // A new consumer gets the same messages again, and one more.
+    let restarted = crate::helpers::start_instance(
+        &deployment,
+        &["--components=consumers", "--kafka-session-timeout-ms=6000"],
+    )
+    .await;
+    let last = api.place_order_id(&alice, &[("BELL", 2)]).await;
+    // The group first waits out the dead member's session, then rebalances.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: String = sqlx::query_scalar("select status from orders where id = $1::uuid")
+            .bind(&last)
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+        if status == "CONFIRMED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new consumer never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_eq!(
+        api.stock_of("BELL").await,
+        20 - 6 * 2,
+        "each order deducted once"
+    );
+    let histories: Vec<i64> = sqlx::query_scalar(
+        "select count(*) from order_status_history group by order_id order by 1",
+    )
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    assert_eq!(histories, vec![2; 6]);
+    let report = oms::service::audit::audit(&api.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    restarted.stop().await;
+    api.stop_and_drop_database().await;
 }

@@ -10,6 +10,8 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use oms::auth::{Role, TokenKeys};
 use oms::config::ServeArgs;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::sync::Once;
@@ -532,5 +534,118 @@ impl Drop for DedicatedBroker {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+    }
+}
+
+/// A PostgreSQL server of the test's own (a throw-away cluster of the machine's PostgreSQL),
+/// for faults that must not disturb other tests.
+pub struct DedicatedPostgres {
+    pub port: u16,
+    name: String,
+    version: String,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl DedicatedPostgres {
+    pub fn start() -> DedicatedPostgres {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .expect("PostgreSQL is installed (scripts/test installs it)")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .expect("a PostgreSQL version");
+        let port = free_port();
+        let name = format!("omstest{port}");
+        let port_text = port.to_string();
+        run(
+            "pg_createcluster",
+            &[&version, &name, "-p", &port_text, "--", "--auth=trust"],
+        );
+        let postgres = DedicatedPostgres {
+            port,
+            name,
+            version,
+        };
+        postgres.up();
+        postgres
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn up(&self) {
+        run("pg_ctlcluster", &[&self.version, &self.name, "start"]);
+    }
+
+    /// Stops the server at once, cutting every connection.
+    pub fn down(&self) {
+        run(
+            "pg_ctlcluster",
+            &[&self.version, &self.name, "stop", "-m", "immediate"],
+        );
+    }
+}
+
+impl Drop for DedicatedPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pg_dropcluster")
+            .args([&self.version, &self.name, "--stop"])
+            .output();
+    }
+}
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Whether `group` has committed offsets up to the end of every partition of `topic`; if not,
+/// where it stands.
+pub fn group_caught_up(group: &str, topic: &str) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, timeout)
+        .map_err(|e| e.to_string())?;
+    let positions: Vec<(i64, Offset)> = (0..partitions)
+        .map(|partition| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .unwrap();
+            let at = committed
+                .find_partition(topic, partition)
+                .map(|p| p.offset())
+                .unwrap_or(Offset::Invalid);
+            (high, at)
+        })
+        .collect();
+    if positions
+        .iter()
+        // At or past the end: tansu's reported end can lag behind what was already consumed.
+        .all(|(high, at)| *high == 0 || matches!(at, Offset::Offset(o) if o >= high))
+    {
+        Ok(())
+    } else {
+        Err(format!("(end, committed) per partition: {positions:?}"))
     }
 }
