@@ -3,7 +3,7 @@
 use crate::config::ServeArgs;
 use crate::consumers::{inventory::InventoryHandler, orders::OrdersHandler};
 use crate::domain::events::Stream;
-use crate::graphql::{self, Limits};
+use crate::graphql;
 use crate::http::{self, HttpState};
 use crate::kafka::consume::ConsumerLoop;
 use crate::live::{StatusFeed, StatusReader};
@@ -135,9 +135,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             pool.clone(),
             feed.clone(),
             metrics.clone(),
-            Limits {
-                max_page_size: args.max_page_size,
-            },
+            args.limits.clone(),
         );
         let playground_headers = if args.auth.dev_mode {
             let token = keys.issue(
@@ -161,6 +159,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                 connections: connections.clone(),
                 metrics: metrics.clone(),
                 feed,
+                limits: args.limits.clone(),
+                connections_per_user: Default::default(),
             },
             cors,
         );

@@ -11,7 +11,9 @@ pub const DEV_SECRET: &str = "oms-local-development-secret-never-use-in-producti
 /// A shorter secret is refused: HS256 wants at least 256 bits of key.
 pub const MIN_SECRET_LEN: usize = 32;
 
-#[derive(Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize, clap::ValueEnum, async_graphql::Enum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Places orders; reads, subscribes to and cancels their own orders only.
@@ -34,6 +36,8 @@ impl Role {
 pub struct Viewer {
     pub user_id: String,
     pub role: Role,
+    /// When the token expires (seconds since the Unix epoch); a WebSocket is closed then.
+    pub expires_at: u64,
 }
 
 impl Viewer {
@@ -128,6 +132,7 @@ impl TokenKeys {
         Ok(Viewer {
             user_id: claims.sub,
             role: claims.role,
+            expires_at: claims.exp,
         })
     }
 
@@ -164,13 +169,9 @@ mod tests {
         let viewer = keys
             .verify_authorization(&format!("Bearer {token}"))
             .unwrap();
-        assert_eq!(
-            viewer,
-            Viewer {
-                user_id: "alice".into(),
-                role: Role::Customer
-            }
-        );
+        assert_eq!(viewer.user_id, "alice");
+        assert_eq!(viewer.role, Role::Customer);
+        assert!(viewer.expires_at > unix_now() + 50 && viewer.expires_at <= unix_now() + 60);
     }
 
     #[test]
@@ -205,6 +206,45 @@ mod tests {
         };
         let token = jsonwebtoken::encode(&Header::default(), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&token), Err(AuthError::Expired));
+    }
+
+    fn token_with(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET);
+        jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_without_a_subject_or_with_an_unknown_role_are_refused() {
+        let keys = TokenKeys::new(SECRET);
+        let exp = unix_now() + 600;
+        let not_yet = token_with(
+            serde_json::json!({"sub": "alice", "role": "customer", "exp": exp, "nbf": exp - 60}),
+        );
+        assert_eq!(keys.verify(&not_yet), Err(AuthError::NotYetValid));
+        let no_sub = token_with(serde_json::json!({"role": "customer", "exp": exp}));
+        assert!(matches!(keys.verify(&no_sub), Err(AuthError::Invalid(_))));
+        let empty_sub = token_with(serde_json::json!({"sub": " ", "role": "customer", "exp": exp}));
+        assert!(matches!(
+            keys.verify(&empty_sub),
+            Err(AuthError::Invalid(_))
+        ));
+        let admin = token_with(serde_json::json!({"sub": "alice", "role": "admin", "exp": exp}));
+        assert!(matches!(keys.verify(&admin), Err(AuthError::Invalid(_))));
+        let no_exp = token_with(serde_json::json!({"sub": "alice", "role": "staff"}));
+        assert!(matches!(keys.verify(&no_exp), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_algorithm_is_refused() {
+        let keys = TokenKeys::new(SECRET);
+        let claims = serde_json::json!({"sub": "alice", "role": "staff", "exp": unix_now() + 600});
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(matches!(keys.verify(&hs512), Err(AuthError::Invalid(_))));
     }
 
     #[test]

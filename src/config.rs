@@ -168,7 +168,7 @@ impl KafkaArgs {
     }
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct AuthArgs {
     /// HS256 secret for bearer tokens, at least 32 bytes. Required unless --dev.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -177,6 +177,19 @@ pub struct AuthArgs {
     /// in the playground. Never use it where anyone else can reach the service.
     #[arg(long = "dev", env = "OMS_DEV_MODE")]
     pub dev_mode: bool,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for AuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthArgs")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("dev_mode", &self.dev_mode)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,9 +270,8 @@ pub struct ServeArgs {
     /// Outbox rows published per relay round trip.
     #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,
-    /// Largest page `first` may ask for.
-    #[arg(long, env = "OMS_MAX_PAGE_SIZE", default_value_t = 100)]
-    pub max_page_size: usize,
+    #[command(flatten)]
+    pub limits: ApiLimits,
     /// Seconds to finish in-flight work on SIGTERM before exiting anyway.
     #[arg(long, env = "OMS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -269,6 +281,47 @@ impl ServeArgs {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+/// What one request, connection or user may ask of the API. `docs/security.md` explains each.
+#[derive(Args, Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest page `first` may ask for.
+    #[arg(long, env = "OMS_MAX_PAGE_SIZE", default_value_t = 100)]
+    pub max_page_size: usize,
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "OMS_MAX_QUERY_DEPTH", default_value_t = 12)]
+    pub max_query_depth: usize,
+    /// Highest complexity a query may have: each field counts 1, and a list counts its page
+    /// size times its children, so aliases and large pages add up.
+    #[arg(long, env = "OMS_MAX_QUERY_COMPLEXITY", default_value_t = 2_500)]
+    pub max_query_complexity: usize,
+    /// Most directives on one field.
+    #[arg(long, env = "OMS_MAX_DIRECTIVES", default_value_t = 4)]
+    pub max_directives: usize,
+    /// Answer introspection queries (GraphiQL needs them). Turn off in production if the
+    /// schema should not be browsable.
+    #[arg(long, env = "OMS_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+    /// Mutations per second one user may make, on average.
+    #[arg(long, env = "OMS_MUTATIONS_PER_SECOND", default_value_t = 20.0)]
+    pub mutations_per_second: f64,
+    /// Mutations one user may make in a burst above that rate.
+    #[arg(long, env = "OMS_MUTATION_BURST", default_value_t = 40.0)]
+    pub mutation_burst: f64,
+    /// Subscriptions one WebSocket connection may hold at once.
+    #[arg(
+        long,
+        env = "OMS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 50
+    )]
+    pub max_subscriptions_per_connection: usize,
+    /// WebSocket connections one user may hold at once (per instance).
+    #[arg(long, env = "OMS_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    #[arg(long, env = "OMS_MAX_WS_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_ws_message_bytes: usize,
 }
 
 #[derive(Args, Debug, Clone)]

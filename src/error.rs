@@ -23,6 +23,12 @@ pub enum AppError {
     /// A malformed argument that is not part of a mutation's input (an id, a cursor, a page size).
     #[error("{0}")]
     BadUserInput(String),
+    /// The caller made too many mutations too quickly.
+    #[error("too many mutations; retry in {} ms", .0.as_millis())]
+    RateLimited(std::time::Duration),
+    /// One connection asked for more subscriptions than it may hold.
+    #[error("this connection already holds {0} subscriptions, the most it may; stop one first")]
+    TooManySubscriptions(usize),
     /// A subscriber fell further behind the live feed than its buffer holds.
     #[error("this subscription fell {0} changes behind and was closed; resubscribe (per order with afterVersion to catch up)")]
     Lagged(u64),
@@ -43,6 +49,8 @@ impl AppError {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::Lagged(_) => "SUBSCRIPTION_LAGGED",
+            AppError::RateLimited(_) => "RATE_LIMITED",
+            AppError::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -76,8 +84,12 @@ impl ErrorExtensions for AppError {
         if let AppError::Internal(cause) = self {
             tracing::error!(error = ?cause, "request failed with an internal error");
         }
-        async_graphql::Error::new(self.to_string())
-            .extend_with(|_, ext| ext.set("code", self.code()))
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let AppError::RateLimited(retry_after) = self {
+                ext.set("retryAfterMs", retry_after.as_millis() as u64);
+            }
+        })
     }
 }
 

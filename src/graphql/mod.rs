@@ -4,26 +4,23 @@
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod rate_limit;
 pub mod subscription;
 pub mod types;
 
 use crate::auth::Viewer;
+use crate::config::ApiLimits;
 use crate::error::AppError;
 use crate::live::StatusFeed;
 use crate::metrics::Metrics;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
+use rate_limit::MutationRateLimiter;
 use sqlx::PgPool;
 
 pub type OmsSchema =
     Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
-
-/// Limits a request must stay within.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_page_size: usize,
-}
 
 fn builder(
 ) -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot> {
@@ -35,14 +32,27 @@ fn builder(
 }
 
 /// The schema with everything resolvers need.
-pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: Limits) -> OmsSchema {
-    builder()
+pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: ApiLimits) -> OmsSchema {
+    let mut builder = builder()
+        .limit_depth(limits.max_query_depth)
+        .limit_complexity(limits.max_query_complexity)
+        .limit_directives(limits.max_directives)
+        // Bounds the parser's recursion on hostile documents, whatever the depth limit.
+        .limit_recursive_depth(64);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder
         .data(DataLoader::new(ItemBySku(pool.clone()), tokio::spawn))
         .data(DataLoader::new(LinesByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(HistoryByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderById(pool.clone()), tokio::spawn))
         .data(pool)
         .data(feed)
+        .data(MutationRateLimiter::new(
+            limits.mutations_per_second,
+            limits.mutation_burst,
+        ))
         .data(limits)
         .data(metrics)
         .finish()
@@ -59,9 +69,18 @@ pub fn viewer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
         .ok_or_else(|| AppError::Unauthenticated("no token was sent".into()).extend())
 }
 
+/// The caller of a mutation, within their rate limit.
+pub fn mutating_viewer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
+    let viewer = viewer(ctx)?;
+    ctx.data_unchecked::<MutationRateLimiter>()
+        .check(&viewer.user_id)
+        .map_err(|retry_after| AppError::RateLimited(retry_after).extend())?;
+    Ok(viewer)
+}
+
 /// The caller, who must be staff.
 pub fn staff<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
-    let viewer = viewer(ctx)?;
+    let viewer = mutating_viewer(ctx)?;
     if viewer.is_staff() {
         Ok(viewer)
     } else {

@@ -2,7 +2,7 @@
 //! and outages are top-level errors.
 
 use super::types::{InventoryItem, Order};
-use super::{staff, viewer};
+use super::{mutating_viewer, staff};
 use crate::domain::order::RequestedLine;
 use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
@@ -79,7 +79,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: PlaceOrderInput,
     ) -> async_graphql::Result<PlaceOrderPayload> {
-        let viewer = viewer(ctx)?;
+        let viewer = mutating_viewer(ctx)?;
         let lines = input
             .items
             .into_iter()
@@ -118,7 +118,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: UpdateOrderStatusInput,
     ) -> async_graphql::Result<UpdateOrderStatusPayload> {
-        let viewer = viewer(ctx)?;
+        let viewer = mutating_viewer(ctx)?;
         let Ok(order_id) = input.order_id.parse() else {
             return Ok(UpdateOrderStatusPayload {
                 order: None,

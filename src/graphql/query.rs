@@ -1,7 +1,8 @@
 //! Queries: orders (a customer sees their own, staff see all) and inventory.
 
 use super::types::{InventoryItem, Order};
-use super::{parse_order_id, viewer, Limits};
+use super::{parse_order_id, viewer};
+use crate::config::ApiLimits;
 use crate::db;
 use crate::db::orders::OrderFilter;
 use crate::domain::status::OrderStatus;
@@ -16,7 +17,7 @@ const DEFAULT_PAGE_SIZE: usize = 20;
 
 /// Checks `first` against the page size limit.
 fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<usize> {
-    let max = ctx.data_unchecked::<Limits>().max_page_size;
+    let max = ctx.data_unchecked::<ApiLimits>().max_page_size;
     match first {
         None => Ok(DEFAULT_PAGE_SIZE.min(max)),
         Some(n) if n >= 0 && n as usize <= max => Ok(n as usize),
@@ -46,6 +47,7 @@ impl QueryRoot {
     }
 
     /// Orders the caller may see, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -91,6 +93,7 @@ impl QueryRoot {
     }
 
     /// Inventory items ordered by SKU.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn inventory_items(
         &self,
         ctx: &Context<'_>,

@@ -16,10 +16,45 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 pub struct SubscriptionRoot;
+
+/// The subscriptions one WebSocket connection holds, up to a maximum.
+pub struct SubscriptionSlots {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One held subscription; released when its stream ends.
+pub struct SubscriptionSlot(Arc<AtomicUsize>);
+
+impl SubscriptionSlots {
+    pub fn new(max: usize) -> Self {
+        SubscriptionSlots {
+            held: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    fn acquire(&self) -> Result<SubscriptionSlot, AppError> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .map(|_| SubscriptionSlot(self.held.clone()))
+            .map_err(|_| AppError::TooManySubscriptions(self.max))
+    }
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Orders whose last sent version one all-orders subscription remembers.
 const MAX_TRACKED_ORDERS: usize = 10_000;
@@ -40,9 +75,14 @@ impl SubscriptionRoot {
         status: Option<crate::domain::status::OrderStatus>,
     ) -> async_graphql::Result<ChangeStream> {
         let viewer = viewer(ctx)?.clone();
+        let slot = ctx
+            .data_opt::<SubscriptionSlots>()
+            .map(SubscriptionSlots::acquire)
+            .transpose()
+            .map_err(|e| e.extend())?;
         let feed = ctx.data_unchecked::<StatusFeed>().clone();
         let pool = ctx.data_unchecked::<PgPool>().clone();
-        match order_id {
+        let stream = match order_id {
             Some(_) if status.is_some() => Err(AppError::BadUserInput(
                 "status filters the stream of all orders; with orderId every change comes".into(),
             )
@@ -56,7 +96,14 @@ impl SubscriptionRoot {
             )
             .extend()),
             None => Ok(every_visible_order(feed, viewer, status)),
-        }
+        }?;
+        // The slot is held for as long as the stream lives.
+        Ok(stream
+            .map(move |item| {
+                let _held = &slot;
+                item
+            })
+            .boxed())
     }
 }
 

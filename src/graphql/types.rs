@@ -2,9 +2,10 @@
 
 use super::loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use super::viewer;
+use crate::auth::Role;
 use crate::db::inventory::InventoryItemRow;
 use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
-use crate::domain::events::{Event, EventBody};
+use crate::domain::events::{Actor, Event, EventBody};
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
 use async_graphql::dataloader::DataLoader;
@@ -163,10 +164,30 @@ pub struct OrderStatusChange {
     pub order_uuid: Uuid,
     #[graphql(skip)]
     pub owner_id: Option<String>,
+    #[graphql(skip)]
+    pub actor: Option<Actor>,
+}
+
+/// Who asked for a status change.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ChangedBy {
+    /// The person's user id: shown to staff and to the person themselves, null otherwise.
+    pub user_id: Option<ID>,
+    pub role: Role,
 }
 
 #[ComplexObject]
 impl OrderStatusChange {
+    /// Who asked for the change; null when the inventory check decided it.
+    async fn changed_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ChangedBy>> {
+        let viewer = viewer(ctx)?;
+        Ok(self.actor.as_ref().map(|actor| ChangedBy {
+            user_id: (viewer.is_staff() || viewer.user_id == actor.user_id)
+                .then(|| ID(actor.user_id.clone())),
+            role: actor.role,
+        }))
+    }
+
     /// The order as it is now.
     async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
         let viewer = viewer(ctx)?;
@@ -195,6 +216,17 @@ impl OrderStatusChange {
             requested_status: None,
             order_uuid: row.order_id,
             owner_id: None,
+            actor: match (row.actor_id, row.actor_role.as_deref()) {
+                (Some(user_id), Some("staff")) => Some(Actor {
+                    user_id,
+                    role: Role::Staff,
+                }),
+                (Some(user_id), Some("customer")) => Some(Actor {
+                    user_id,
+                    role: Role::Customer,
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -202,7 +234,7 @@ impl OrderStatusChange {
 impl OrderStatusChange {
     /// The change a status event announces; `None` for events that are not status changes.
     pub fn from_event(event: &Event) -> Option<Self> {
-        let (from, to, reason, outcome, requested, owner) = match &event.body {
+        let (from, to, reason, outcome, requested, owner, actor) = match &event.body {
             EventBody::OrderStatusChanged(changed) => (
                 changed.from,
                 changed.to,
@@ -210,6 +242,7 @@ impl OrderStatusChange {
                 ChangeOutcome::Applied,
                 None,
                 &changed.user_id,
+                changed.changed_by.clone(),
             ),
             EventBody::StatusChangeRefused(refused) => (
                 Some(refused.current),
@@ -218,6 +251,7 @@ impl OrderStatusChange {
                 ChangeOutcome::Refused,
                 Some(refused.requested),
                 &refused.user_id,
+                Some(refused.requested_by.clone()),
             ),
             _ => return None,
         };
@@ -232,6 +266,7 @@ impl OrderStatusChange {
             requested_status: requested,
             order_uuid: event.order_id,
             owner_id: Some(owner.clone()),
+            actor,
         })
     }
 }

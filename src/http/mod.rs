@@ -3,7 +3,9 @@
 //! `/`, and `/healthz` / `/readyz`.
 
 use crate::auth::{TokenKeys, Viewer};
+use crate::config::ApiLimits;
 use crate::error::AppError;
+use crate::graphql::subscription::SubscriptionSlots;
 use crate::graphql::OmsSchema;
 use crate::live::StatusFeed;
 use crate::metrics::Metrics;
@@ -20,6 +22,9 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 use tokio_util::task::TaskTracker;
 
 const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
@@ -41,6 +46,9 @@ pub struct HttpState {
     pub connections: TaskTracker,
     pub metrics: Metrics,
     pub feed: StatusFeed,
+    pub limits: ApiLimits,
+    /// WebSocket connections per user on this instance.
+    pub connections_per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
@@ -55,7 +63,20 @@ pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Every request gets an id (or keeps the caller's `x-request-id`): it is in every log line
+        // of the request and in the response, so a client's report can be found in the logs.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(cors)
         .with_state(state)
 }
@@ -128,7 +149,69 @@ async fn graphql(
             ),
         );
     }
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    if !state.limits.introspection && asks_for_introspection(&mut request) {
+        let body = serde_json::json!({ "errors": [{
+            "message": "introspection is disabled on this server",
+            "extensions": { "code": "INTROSPECTION_DISABLED" }
+        }]});
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let mut response = state.schema.execute(request).await;
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    label_errors(&mut response.errors, &state.limits, request_id);
+    GraphQLResponse::from(response).into_response()
+}
+
+/// Gives every error a stable code: the schema's own validation errors (a query too deep or too
+/// complex, an unknown field) get one naming the limit hit, and errors worth reporting carry
+/// the request id that is in the logs.
+fn label_errors(errors: &mut [async_graphql::ServerError], limits: &ApiLimits, request_id: &str) {
+    for error in errors {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code"))
+            .map(|code| code.to_string().trim_matches('"').to_owned());
+        let code = match code {
+            Some(code) => code,
+            None => {
+                let (code, limit) = if error.message.contains("nested too deep") {
+                    (
+                        "QUERY_TOO_DEEP",
+                        Some(format!("the maximum depth is {}", limits.max_query_depth)),
+                    )
+                } else if error.message.contains("too complex") {
+                    (
+                        "QUERY_TOO_COMPLEX",
+                        Some(format!(
+                            "the maximum complexity is {}",
+                            limits.max_query_complexity
+                        )),
+                    )
+                } else if error.message.contains("directives") {
+                    (
+                        "TOO_MANY_DIRECTIVES",
+                        Some(format!("at most {} per field", limits.max_directives)),
+                    )
+                } else {
+                    ("GRAPHQL_VALIDATION_FAILED", None)
+                };
+                if let Some(limit) = limit {
+                    error.message = format!("{} ({limit})", error.message.trim_end_matches('.'));
+                }
+                let extensions = error.extensions.get_or_insert_with(Default::default);
+                extensions.set("code", code);
+                code.to_owned()
+            }
+        };
+        if matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE") && !request_id.is_empty() {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            extensions.set("requestId", request_id);
+        }
+    }
 }
 
 /// Whether the operation a request would run is not a query (GraphQL over HTTP: GET must not
@@ -145,78 +228,177 @@ fn changes_state(request: &mut async_graphql::Request) -> bool {
     })
 }
 
+/// Whether a request selects `__schema` or `__type` at its top level.
+fn asks_for_introspection(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::Selection;
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    document.operations.iter().any(|(_, operation)| {
+        operation.node.selection_set.node.items.iter().any(|item| {
+            matches!(&item.node, Selection::Field(field)
+                if matches!(field.node.name.node.as_str(), "__schema" | "__type"))
+        })
+    })
+}
+
 async fn graphql_ws(
     State(state): State<HttpState>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let keys = state.keys.clone();
     let connections = state.connections.clone();
+    let max_message = state.limits.max_ws_message_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            connections.track_future(async move {
-                let (socket_sink, socket_stream) = socket.split();
-                // The protocol writes into a channel; the writer forwards it to the socket and,
-                // when the service stops, sends a close frame instead of just dropping the TCP
-                // connection, so clients know to reconnect elsewhere.
-                let (outgoing, mut to_send) = futures_channel::mpsc::channel::<Message>(64);
-                let incoming = socket_stream.take_until(state.shutdown.clone().cancelled_owned());
-                let protocol = GraphQLWebSocket::new_with_pair(
-                    outgoing,
-                    incoming,
-                    state.schema.clone(),
-                    protocol,
-                )
-                .on_connection_init(move |payload| async move {
-                    let mut data = async_graphql::Data::default();
-                    if let Some(viewer) = viewer_from_init_payload(&keys, &payload)? {
-                        data.insert(viewer);
-                    }
-                    Ok(data)
-                })
-                .serve();
-                let shutdown = state.shutdown.clone();
-                let writer = async move {
-                    let mut sink = socket_sink;
-                    loop {
-                        tokio::select! {
-                            // Shutdown first: it also ends the protocol's stream, and then the
-                            // close frame must be ours (1001), not a bare close.
-                            biased;
-                            _ = shutdown.cancelled() => {
-                                let _ = sink.send(Message::Close(Some(CloseFrame {
-                                    code: close_code::AWAY,
-                                    reason: "server shutting down; reconnect".into(),
-                                }))).await;
-                                break;
-                            }
-                            message = to_send.next() => match message {
-                                Some(message) => {
-                                    if sink.send(refusal_as_forbidden(message)).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                None => break,
-                            },
-                        }
-                    }
-                    let _ = sink.close().await;
-                };
-                futures_util::future::join(protocol, writer).await;
-            })
+            connections.track_future(serve_websocket(state, protocol, socket))
         })
 }
 
-/// A connection refused for a bad token is closed with 4403 Forbidden (as graphql-ws
-/// recommends for a rejected `connection_init`), not the library's generic 1002.
-fn refusal_as_forbidden(message: Message) -> Message {
+/// One WebSocket connection: the GraphQL protocol, plus a writer that closes the socket with a
+/// clear code when the service stops (1001) or the token expires (4401).
+async fn serve_websocket(
+    state: HttpState,
+    protocol: GraphQLProtocol,
+    socket: axum::extract::ws::WebSocket,
+) {
+    let (socket_sink, socket_stream) = socket.split();
+    // The protocol writes into a channel; the writer forwards it to the socket.
+    let (outgoing, mut to_send) = futures_channel::mpsc::channel::<Message>(64);
+    let incoming = socket_stream.take_until(state.shutdown.clone().cancelled_owned());
+    let (expiry_tx, mut expiry) = tokio::sync::watch::channel(None::<u64>);
+    let init_state = state.clone();
+    let protocol =
+        GraphQLWebSocket::new_with_pair(outgoing, incoming, state.schema.clone(), protocol)
+            .on_connection_init(move |payload| async move {
+                let mut data = async_graphql::Data::default();
+                data.insert(SubscriptionSlots::new(
+                    init_state.limits.max_subscriptions_per_connection,
+                ));
+                if let Some(viewer) = viewer_from_init_payload(&init_state.keys, &payload)? {
+                    let slot = ConnectionSlot::acquire(&init_state, &viewer.user_id)?;
+                    let _ = expiry_tx.send(Some(viewer.expires_at));
+                    data.insert(slot);
+                    data.insert(viewer);
+                }
+                Ok(data)
+            })
+            .serve();
+    let shutdown = state.shutdown.clone();
+    let writer = async move {
+        let mut sink = socket_sink;
+        let token_expired = async {
+            loop {
+                let expires_at = *expiry.borrow_and_update();
+                match expires_at {
+                    Some(at) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs();
+                        tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await;
+                        return;
+                    }
+                    None => {
+                        if expiry.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::pin!(token_expired);
+        loop {
+            tokio::select! {
+                // Shutdown first: it also ends the protocol's stream, and then the close frame
+                // must be ours (1001), not a bare close.
+                biased;
+                _ = shutdown.cancelled() => {
+                    let _ = sink.send(close(close_code::AWAY, "server shutting down; reconnect")).await;
+                    break;
+                }
+                _ = &mut token_expired => {
+                    let _ = sink.send(close(4401, "token expired; reconnect with a fresh token")).await;
+                    break;
+                }
+                message = to_send.next() => match message {
+                    Some(message) => {
+                        if sink.send(refusal_close_code(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        let _ = sink.close().await;
+    };
+    futures_util::future::join(protocol, writer).await;
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Counts one user's WebSocket connections on this instance; released when the connection ends.
+struct ConnectionSlot {
+    user_id: String,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+const TOO_MANY_CONNECTIONS: &str = "too many connections";
+
+impl ConnectionSlot {
+    fn acquire(state: &HttpState, user_id: &str) -> async_graphql::Result<Self> {
+        let mut counts = state.connections_per_user.lock().expect("never poisoned");
+        let count = counts.entry(user_id.to_owned()).or_default();
+        if *count >= state.limits.max_connections_per_user {
+            return Err(async_graphql::Error::new(format!(
+                "{TOO_MANY_CONNECTIONS}: at most {} WebSocket connections per user",
+                state.limits.max_connections_per_user
+            )));
+        }
+        *count += 1;
+        Ok(ConnectionSlot {
+            user_id: user_id.to_owned(),
+            counts: state.connections_per_user.clone(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("never poisoned");
+        if let Some(count) = counts.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+/// A refused `connection_init` is closed with a code that says why, not the library's generic
+/// 1002: 4403 Forbidden for a bad token (as graphql-ws recommends), 1008 policy violation for
+/// too many connections.
+fn refusal_close_code(message: Message) -> Message {
     match message {
-        Message::Close(Some(frame))
-            if frame.code == close_code::PROTOCOL && frame.reason.starts_with(AUTH_REFUSED) =>
-        {
+        Message::Close(Some(frame)) if frame.code == close_code::PROTOCOL => {
+            let code = if frame.reason.starts_with(AUTH_REFUSED) {
+                4403
+            } else if frame.reason.starts_with(TOO_MANY_CONNECTIONS) {
+                close_code::POLICY
+            } else {
+                frame.code
+            };
             Message::Close(Some(CloseFrame {
-                code: 4403,
+                code,
                 reason: frame.reason,
             }))
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Waits until no order is PENDING and the outbox is empty and stays so briefly.
 async fn settled(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut quiet_rounds = 0;
     while quiet_rounds < 3 {
         assert!(

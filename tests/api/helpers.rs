@@ -136,6 +136,11 @@ impl TestApp {
         self.keys.issue(user, role, Duration::from_secs(3600))
     }
 
+    /// A token of `user` that expires after `ttl`.
+    pub fn short_lived_token(&self, user: &str, role: Role, ttl: Duration) -> String {
+        self.keys.issue(user, role, ttl)
+    }
+
     pub fn customer(&self, user: &str) -> String {
         self.token(user, Role::Customer)
     }
@@ -442,14 +447,24 @@ impl Subscription {
     }
 
     pub async fn start(&mut self, query: &str, variables: Value) {
+        self.start_with_id("1", query, variables).await;
+    }
+
+    /// Starts one more subscription on this connection, under its own id.
+    pub async fn start_with_id(&mut self, id: &str, query: &str, variables: Value) {
         let kind = match self.protocol {
             Protocol::TransportWs => "subscribe",
             Protocol::LegacyWs => "start",
         };
         self.send(json!({
-            "id": "1", "type": kind, "payload": { "query": query, "variables": variables }
+            "id": id, "type": kind, "payload": { "query": query, "variables": variables }
         }))
         .await;
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: String) {
+        let _ = self.socket.send(Message::Text(text.into())).await;
     }
 
     /// The next `next`/`data` message's payload (errors included) for the subscription.

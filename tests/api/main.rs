@@ -2,12 +2,14 @@
 //! through its public GraphQL API over HTTP and WebSocket.
 
 mod authorization;
+mod authorization_matrix;
 mod concurrency;
 mod delivery;
 mod faults;
 mod helpers;
 mod http;
 mod idempotency;
+mod limits;
 mod order_flow;
 mod properties;
 mod schema;

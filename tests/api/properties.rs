@@ -112,6 +112,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
     let staff = Viewer {
         user_id: format!("staff-{case}"),
         role: Role::Staff,
+        expires_at: u64::MAX,
     };
     let mut orders: Vec<(Uuid, Viewer)> = Vec::new();
     let mut delivered: Vec<Delivered> = Vec::new();
@@ -121,6 +122,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
                 let viewer = Viewer {
                     user_id: format!("c{case}-{customer}"),
                     role: Role::Customer,
+                    expires_at: u64::MAX,
                 };
                 let mut requested: Vec<RequestedLine> = Vec::new();
                 for (sku, quantity) in lines {
