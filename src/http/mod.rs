@@ -123,8 +123,24 @@ async fn graphql(
     State(state): State<HttpState>,
     method: Method,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
 ) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        Err(rejection) if matches!(rejection.0, async_graphql::ParseRequestError::PayloadTooLarge) => {
+            return graphql_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                AppError::BadUserInput(format!("the request body is larger than {MAX_BODY_BYTES} bytes")),
+            );
+        }
+        // The library's own rejection text names its internals; say what is expected instead.
+        Err(_) => return graphql_error(
+            StatusCode::BAD_REQUEST,
+            AppError::BadUserInput(
+                "the request must be JSON {\"query\": string, \"variables\": object, \"operationName\": string} (or the same as GET parameters); batches are not accepted".into(),
+            ),
+        ),
+    };
     let mut request = request.into_inner();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let viewer = value

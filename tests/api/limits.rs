@@ -242,3 +242,29 @@ async fn the_history_says_who_asked_for_each_change() {
     );
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn oversized_and_malformed_request_bodies_get_clear_errors() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/graphql", app.addr);
+    let huge = json!({ "query": format!("{{ __typename }} # {}", "x".repeat(300 * 1024)) });
+    let response = http.post(&url).json(&huge).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    for body in [
+        json!([{ "query": "{ __typename }" }]),
+        json!({ "query": "{ __typename }", "variables": [1] }),
+    ] {
+        let response = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.expect("a JSON error");
+        let (code, message) = first_error(&answer);
+        assert_eq!(code, "BAD_USER_INPUT");
+        assert!(
+            message.contains("variables") && !message.contains("BatchRequest"),
+            "{message}"
+        );
+    }
+    app.stop_and_drop_database().await;
+}

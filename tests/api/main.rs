@@ -6,6 +6,7 @@ mod authorization_matrix;
 mod concurrency;
 mod delivery;
 mod faults;
+mod fuzz;
 mod helpers;
 mod http;
 mod idempotency;

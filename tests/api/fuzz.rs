@@ -1,0 +1,203 @@
+//! Fuzzing the two doors into oms: random GraphQL documents and variables over HTTP, and random
+//! Kafka payloads on the consumed topics. Nothing may panic, every error must carry a code, no
+//! response may be a bare 500, and the consumers must keep working afterwards.
+
+use crate::helpers::{brokers, TestApp};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Valid documents to mutate, so the fuzz reaches past the parser into validation and resolvers.
+const TEMPLATES: &[&str] = &[
+    "{ orders(first: 5) { edges { cursor node { id status lines { sku quantity item { name } } history { from to changedBy { role } } } } pageInfo { hasNextPage } } }",
+    "query($id: ID!) { order(id: $id) { id status version rejectionReason } }",
+    "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { order { id } userErrors { field code message } } }",
+    "mutation($input: UpdateOrderStatusInput!) { updateOrderStatus(input: $input) { accepted userErrors { code } } }",
+    "mutation($input: UpsertInventoryItemInput!) { upsertInventoryItem(input: $input) { item { sku } userErrors { code } } }",
+    "{ inventoryItems(first: 3, after: \"A\") { edges { node { sku quantity lowStock } } } }",
+    "query { __typename inventoryItem(sku: \"X\") { id } }",
+];
+
+fn document() -> impl Strategy<Value = String> {
+    let mutated = (
+        prop::sample::select(TEMPLATES),
+        prop::collection::vec((any::<prop::sample::Index>(), ".{0,3}"), 0..6),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    )
+        .prop_map(|(template, inserts, deletes)| {
+            let mut chars: Vec<char> = template.chars().collect();
+            for index in deletes {
+                if !chars.is_empty() {
+                    chars.remove(index.index(chars.len()));
+                }
+            }
+            for (index, text) in inserts {
+                let at = index.index(chars.len() + 1);
+                for (offset, c) in text.chars().enumerate() {
+                    chars.insert(at + offset, c);
+                }
+            }
+            chars.into_iter().collect()
+        });
+    prop_oneof![4 => mutated, 1 => ".{0,200}"]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+        Just(Value::from("01a21288-6894-77ef-bd43-bc111fdf9312")),
+        Just(Value::from("CANCELLED")),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "id",
+                    "input",
+                    "items",
+                    "sku",
+                    "quantity",
+                    "orderId",
+                    "status",
+                    "reason",
+                    "name",
+                    "idempotencyKey",
+                    "x"
+                ]),
+                inner,
+                0..6
+            )
+            .prop_map(|map| Value::Object(
+                map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
+        ]
+    })
+}
+
+/// POSTs and insists on a JSON body, whatever the status.
+async fn post_raw(
+    app: &TestApp,
+    token: Option<&str>,
+    query: &str,
+    variables: &Value,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/graphql", app.addr))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        panic!("status {status}, not JSON: {text:?} for {query:?} {variables}")
+    });
+    (status, body)
+}
+
+#[tokio::test]
+async fn random_graphql_documents_and_variables_never_crash_and_always_get_a_coded_answer() {
+    let app = TestApp::spawn().await;
+    app.stock("FUZZ-1", 1_000).await;
+    let tokens = [None, Some(app.customer("alice")), Some(app.staff())];
+    let mut runner = TestRunner::deterministic();
+    let strategy = (document(), json_value(), 0usize..3);
+    for case in 0..400 {
+        let (query, variables, who) = strategy.new_tree(&mut runner).unwrap().current();
+        let variables = if case % 3 == 0 { json!({}) } else { variables };
+        let (status, body) = post_raw(&app, tokens[who].as_deref(), &query, &variables).await;
+        assert!(
+            matches!(status, 200 | 400 | 401 | 405 | 413),
+            "status {status} for {query:?} {variables}: {body}"
+        );
+        if let Some(errors) = body.get("errors").and_then(Value::as_array) {
+            for error in errors {
+                assert!(
+                    error["extensions"]["code"].is_string(),
+                    "an error without a code for {query:?} {variables}: {body}"
+                );
+                let message = error["message"].as_str().unwrap_or_default().to_lowercase();
+                for internal in ["sqlx", "postgres", "panicked", ".rs:", "kafka"] {
+                    assert!(!message.contains(internal), "{internal} in {message}");
+                }
+            }
+        } else {
+            assert!(
+                body.get("data").is_some(),
+                "neither data nor errors: {body}"
+            );
+        }
+    }
+    // Still serving, and nothing stored is broken.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let report = oms::service::audit::audit(&app.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn random_kafka_payloads_never_stop_the_consumers() {
+    let app = TestApp::spawn().await;
+    app.stock("FUZZ-2", 10).await;
+    let alice = app.customer("alice");
+    let placed_before = app.place_order_id(&alice, &[("FUZZ-2", 1)]).await;
+    app.wait_for_status(&alice, &placed_before, "CONFIRMED")
+        .await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let mut runner = TestRunner::deterministic();
+    let event_like = json_value().prop_map(|data| {
+        json!({"eventId": "01a21288-6894-77ef-bd43-bc111fdf9312", "schemaVersion": 1,
+               "orderId": "01a21288-6894-77ef-bd43-bc111fdf9399", "version": 1,
+               "occurredAt": "2026-01-01T00:00:00Z", "type": "StatusChangeRequested", "data": data})
+        .to_string()
+        .into_bytes()
+    });
+    let payload = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+        event_like,
+    ];
+    let s = &app.deployment.suffix;
+    for (i, topic) in [format!("inventory-{s}"), format!("orders-{s}")]
+        .iter()
+        .cycle()
+        .take(60)
+        .enumerate()
+    {
+        let bytes = payload.new_tree(&mut runner).unwrap().current();
+        let key = format!("fuzz-{i}");
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&bytes),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the broker takes the payload");
+    }
+
+    // Both consumers carry on: an order behind the noise is confirmed, then cancelled.
+    let order_id = app.place_order_id(&alice, &[("FUZZ-2", 2)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    app.update_status(&alice, &order_id, "CANCELLED").await;
+    app.wait_for_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(app.stock_of("FUZZ-2").await, 9);
+    let report = oms::service::audit::audit(&app.pool).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    app.stop_and_drop_database().await;
+}
