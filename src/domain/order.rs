@@ -98,8 +98,8 @@ pub fn check_idempotency_key(key: &str) -> Option<UserError> {
         "idempotency key must not be empty"
     } else if key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
         "idempotency key is too long"
-    } else if key.chars().any(char::is_control) {
-        "idempotency key must not contain control characters"
+    } else if key.chars().any(|c| c.is_control() || is_deceptive(c)) {
+        "idempotency key must not contain control, zero-width or text-direction characters"
     } else {
         return None;
     };
@@ -110,16 +110,29 @@ pub fn check_idempotency_key(key: &str) -> Option<UserError> {
     ))
 }
 
+/// Characters that make text display differently from what it is: bidirectional embeddings,
+/// overrides and isolates ("Trojan Source"), zero-width characters and the BOM.
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}'
+        | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Whether free text is safe to store and show: no control characters other than line breaks
+/// and tabs, nothing deceptive.
+fn is_clean_text(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| (c.is_control() && !matches!(c, '\n' | '\t')) || is_deceptive(c))
+}
+
 /// A reason is free text of at most [`MAX_REASON_LEN`] characters, without control characters
 /// other than line breaks and tabs.
 pub fn check_reason(reason: &str) -> Option<UserError> {
     let problem = if reason.chars().count() > MAX_REASON_LEN {
         format!("reason must be at most {MAX_REASON_LEN} characters")
-    } else if reason
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
-    {
-        "reason must not contain control characters".to_owned()
+    } else if !is_clean_text(reason) {
+        "reason must not contain control, zero-width or text-direction characters".to_owned()
     } else {
         return None;
     };
@@ -142,11 +155,14 @@ pub fn validate_inventory_item(
         errors.push(UserError::new(["sku"], UserErrorCode::InvalidSku, problem));
     }
     let name_len = name.trim().chars().count();
-    if name_len == 0 || name_len > MAX_ITEM_NAME_LEN || name.chars().any(char::is_control) {
+    if name_len == 0 || name_len > MAX_ITEM_NAME_LEN || name.contains('\n') || !is_clean_text(name)
+    {
         errors.push(UserError::new(
             ["name"],
             UserErrorCode::InvalidName,
-            format!("name must be 1 to {MAX_ITEM_NAME_LEN} characters without control characters"),
+            format!(
+                "name must be 1 to {MAX_ITEM_NAME_LEN} characters on one line, without control, zero-width or text-direction characters"
+            ),
         ));
     }
     if !(0..=MAX_STOCK_QUANTITY).contains(&quantity) {
@@ -237,6 +253,15 @@ mod tests {
     fn reasons_with_control_characters_or_too_long_are_refused() {
         assert!(check_reason("customer changed their mind\n").is_none());
         assert!(check_reason("bell\u{7}").is_some());
+        assert!(
+            check_reason("refund \u{202E}gnp.exe").is_some(),
+            "right-to-left override"
+        );
+        assert!(check_reason("zero\u{200B}width").is_some());
+        assert!(
+            check_reason("Größe passt nicht 🙂").is_none(),
+            "ordinary unicode is fine"
+        );
         assert!(check_reason(&"r".repeat(MAX_REASON_LEN + 1)).is_some());
     }
 }

@@ -135,3 +135,51 @@ async fn inventory_input_is_checked_and_page_sizes_are_bounded() {
         .contains("100"));
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn unicode_tricks_in_free_text_are_refused_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    app.stock("CUP", 3).await;
+    let alice = app.customer("alice");
+    let staff = app.staff();
+    let order_id = app.place_order_id(&alice, &[("CUP", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+
+    for reason in [
+        "refund \u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "nul\u{0}byte",
+        &"r".repeat(501),
+    ] {
+        let data = app
+            .query(
+                &alice,
+                "mutation($input: UpdateOrderStatusInput!) {
+                   updateOrderStatus(input: $input) { accepted userErrors { field code } }
+                 }",
+                json!({ "input": { "orderId": order_id, "status": "CANCELLED", "reason": reason } }),
+            )
+            .await;
+        let payload = &data["updateOrderStatus"];
+        assert_eq!(payload["accepted"], false, "{reason:?}");
+        assert_eq!(codes(payload), ["INVALID_REASON"], "{reason:?}");
+    }
+    let item = app
+        .query(
+            &staff,
+            "mutation { upsertInventoryItem(input: {sku: \"NEW\", name: \"Lamp\\u2066\", quantity: 1}) {
+               item { sku } userErrors { code }
+             } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(codes(&item["upsertInventoryItem"]), ["INVALID_NAME"]);
+
+    let key = app
+        .place_order(&alice, &[("CUP", 1)], Some("key\u{FEFF}"))
+        .await;
+    assert_eq!(codes(&key), ["INVALID_IDEMPOTENCY_KEY"]);
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of("CUP").await, 2, "no cancellation was queued");
+    app.stop_and_drop_database().await;
+}
