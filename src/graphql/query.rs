@@ -5,6 +5,7 @@ use super::{parse_order_id, viewer};
 use crate::config::ApiLimits;
 use crate::db;
 use crate::db::orders::OrderFilter;
+use crate::domain::order::check_sku;
 use crate::domain::status::OrderStatus;
 use crate::error::{AppError, IntoGraphql};
 use async_graphql::connection::{Connection, Edge};
@@ -86,6 +87,7 @@ impl QueryRoot {
         sku: String,
     ) -> async_graphql::Result<Option<InventoryItem>> {
         viewer(ctx)?;
+        check_sku(&sku).map_err(|problem| AppError::BadUserInput(problem).extend())?;
         let mut items = db::inventory::find_by_skus(ctx.data_unchecked::<PgPool>(), &[sku])
             .await
             .gql()?;
@@ -102,6 +104,9 @@ impl QueryRoot {
     ) -> async_graphql::Result<Connection<String, InventoryItem>> {
         viewer(ctx)?;
         let limit = page_size(ctx, first)?;
+        if let Some(cursor) = after.as_deref() {
+            check_sku(cursor).map_err(|_| bad_cursor(cursor))?;
+        }
         let mut rows = db::inventory::list(
             ctx.data_unchecked::<PgPool>(),
             after.as_deref(),

@@ -75,6 +75,7 @@ pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
             }),
         )
+        .layer(axum::middleware::map_response(json_for_too_large))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(cors)
@@ -449,6 +450,20 @@ fn viewer_from_init_payload(
             "{AUTH_REFUSED}: Authorization must be a string `Bearer <token>`"
         ))),
     }
+}
+
+/// The body-limit layer answers 413 in plain text before any handler runs; clients get the
+/// same JSON error shape as every other failure.
+async fn json_for_too_large(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    graphql_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        AppError::BadUserInput(format!(
+            "the request body is larger than {MAX_BODY_BYTES} bytes"
+        )),
+    )
 }
 
 /// Prometheus metrics; the state gauges are read now.

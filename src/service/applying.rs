@@ -44,9 +44,10 @@ pub enum ApplyError {
 
 impl From<sqlx::Error> for ApplyError {
     fn from(error: sqlx::Error) -> Self {
-        // SQLSTATE class 23: integrity constraint violation.
+        // SQLSTATE class 22 (data exception, e.g. a NUL in text) and 23 (integrity constraint
+        // violation): the statement can never succeed with this event's data.
         let constraint = matches!(&error, sqlx::Error::Database(db)
-            if db.code().is_some_and(|code| code.starts_with("23")));
+            if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")));
         if constraint {
             ApplyError::Refused(error)
         } else {

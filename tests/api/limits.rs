@@ -251,6 +251,10 @@ async fn oversized_and_malformed_request_bodies_get_clear_errors() {
     let huge = json!({ "query": format!("{{ __typename }} # {}", "x".repeat(300 * 1024)) });
     let response = http.post(&url).json(&huge).send().await.unwrap();
     assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.expect("a JSON error");
+    let (code, message) = first_error(&answer);
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(message.contains("larger than"), "{message}");
 
     for body in [
         json!([{ "query": "{ __typename }" }]),

@@ -133,6 +133,17 @@ async fn inventory_input_is_checked_and_page_sizes_are_bounded() {
         .as_str()
         .unwrap()
         .contains("100"));
+
+    for query in [
+        "{ inventoryItem(sku: \"nul\\u0000byte\") { sku } }",
+        "{ inventoryItems(after: \"nul\\u0000byte\") { edges { cursor } } }",
+    ] {
+        let (_, body) = app.post(Some(&staff), query, json!({})).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    }
     app.stop_and_drop_database().await;
 }
 
