@@ -29,6 +29,20 @@ fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<usi
     }
 }
 
+/// A page from `limit + 1` fetched rows: the extra row only tells that there is a next page.
+fn page<Row, Node: async_graphql::OutputType>(
+    mut rows: Vec<Row>,
+    limit: usize,
+    has_previous: bool,
+    edge: impl FnMut(Row) -> Edge<String, Node, async_graphql::connection::EmptyFields>,
+) -> Connection<String, Node> {
+    let has_next = rows.len() > limit;
+    rows.truncate(limit);
+    let mut connection = Connection::new(has_previous, has_next);
+    connection.edges.extend(rows.into_iter().map(edge));
+    connection
+}
+
 fn bad_cursor(after: &str) -> async_graphql::Error {
     AppError::BadUserInput(format!("after {after:?} is not a cursor from this list")).extend()
 }
@@ -67,17 +81,12 @@ impl QueryRoot {
             status,
             before_id,
         };
-        let mut rows = db::orders::list(ctx.data_unchecked::<PgPool>(), &filter, limit as i64 + 1)
+        let rows = db::orders::list(ctx.data_unchecked::<PgPool>(), &filter, limit as i64 + 1)
             .await
             .gql()?;
-        let has_next = rows.len() > limit;
-        rows.truncate(limit);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(row.id.to_string(), Order(row))),
-        );
-        Ok(connection)
+        Ok(page(rows, limit, after.is_some(), |row| {
+            Edge::new(row.id.to_string(), Order(row))
+        }))
     }
 
     /// One inventory item by SKU.
@@ -107,20 +116,15 @@ impl QueryRoot {
         if let Some(cursor) = after.as_deref() {
             check_sku(cursor).map_err(|_| bad_cursor(cursor))?;
         }
-        let mut rows = db::inventory::list(
+        let rows = db::inventory::list(
             ctx.data_unchecked::<PgPool>(),
             after.as_deref(),
             limit as i64 + 1,
         )
         .await
         .gql()?;
-        let has_next = rows.len() > limit;
-        rows.truncate(limit);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(row.sku.clone(), InventoryItem(row))),
-        );
-        Ok(connection)
+        Ok(page(rows, limit, after.is_some(), |row| {
+            Edge::new(row.sku.clone(), InventoryItem(row))
+        }))
     }
 }

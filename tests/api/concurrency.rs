@@ -37,11 +37,6 @@ async fn deadlocks(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-async fn assert_invariants_hold(app: &TestApp) {
-    let report = oms::service::audit::audit(&app.pool).await.unwrap();
-    assert!(report.violations.is_empty(), "{:#?}", report.violations);
-}
-
 async fn count_with_status(app: &TestApp, status: &str) -> i64 {
     sqlx::query_scalar("select count(*) from orders where status = $1")
         .bind(status)
@@ -72,7 +67,7 @@ async fn five_hundred_concurrent_orders_for_one_hundred_units_confirm_exactly_on
     assert_eq!(count_with_status(&app, "REJECTED").await, 400);
     assert_eq!(app.stock_of("HOT").await, 0);
     assert_eq!(deadlocks(&app).await, deadlocks_before, "no deadlocks");
-    assert_invariants_hold(&app).await;
+    app.assert_invariants_hold().await;
     app.stop_and_drop_database().await;
 }
 
@@ -143,7 +138,7 @@ async fn random_multi_line_orders_cancellations_and_restocks_keep_stock_conserve
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    assert_invariants_hold(&app).await;
+    app.assert_invariants_hold().await;
     assert_eq!(deadlocks(&app).await, deadlocks_before, "no deadlocks");
     assert!(count_with_status(&app, "CANCELLED").await > 0);
     app.stop_and_drop_database().await;

@@ -316,6 +316,12 @@ impl TestApp {
         }
     }
 
+    /// Fails unless the stored state meets every invariant (`oms check`).
+    pub async fn assert_invariants_hold(&self) {
+        let report = oms::service::audit::audit(&self.pool).await.unwrap();
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    }
+
     /// How many orders exist in the database at all.
     pub async fn order_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from orders")
