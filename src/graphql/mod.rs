@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers (thin: they check who asks and call `service`), types and
 //! DataLoaders. `schema.graphql` at the top level is this schema's SDL; a test keeps them equal.
 
+pub mod error_codes;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
@@ -38,7 +39,8 @@ pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: ApiLimit
         .limit_complexity(limits.max_query_complexity)
         .limit_directives(limits.max_directives)
         // Bounds the parser's recursion on hostile documents, whatever the depth limit.
-        .limit_recursive_depth(64);
+        .limit_recursive_depth(64)
+        .extension(error_codes::ErrorCodes(limits.clone()));
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

@@ -178,54 +178,23 @@ async fn graphql(
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    label_errors(&mut response.errors, &state.limits, request_id);
+    label_errors(&mut response.errors, request_id);
     GraphQLResponse::from(response).into_response()
 }
 
-/// Gives every error a stable code: the schema's own validation errors (a query too deep or too
-/// complex, an unknown field) get one naming the limit hit, and errors worth reporting carry
-/// the request id that is in the logs.
-fn label_errors(errors: &mut [async_graphql::ServerError], limits: &ApiLimits, request_id: &str) {
+/// Every error leaves with a stable code (the schema labels its own; anything else is a failed
+/// validation), and errors worth reporting carry the request id that is in the logs.
+fn label_errors(errors: &mut [async_graphql::ServerError], request_id: &str) {
     for error in errors {
-        let code = error
-            .extensions
-            .as_ref()
-            .and_then(|ext| ext.get("code"))
-            .map(|code| code.to_string().trim_matches('"').to_owned());
-        let code = match code {
-            Some(code) => code,
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        let code = match extensions.get("code") {
+            Some(code) => code.to_string().trim_matches('"').to_owned(),
             None => {
-                let (code, limit) = if error.message.contains("nested too deep") {
-                    (
-                        "QUERY_TOO_DEEP",
-                        Some(format!("the maximum depth is {}", limits.max_query_depth)),
-                    )
-                } else if error.message.contains("too complex") {
-                    (
-                        "QUERY_TOO_COMPLEX",
-                        Some(format!(
-                            "the maximum complexity is {}",
-                            limits.max_query_complexity
-                        )),
-                    )
-                } else if error.message.contains("directives") {
-                    (
-                        "TOO_MANY_DIRECTIVES",
-                        Some(format!("at most {} per field", limits.max_directives)),
-                    )
-                } else {
-                    ("GRAPHQL_VALIDATION_FAILED", None)
-                };
-                if let Some(limit) = limit {
-                    error.message = format!("{} ({limit})", error.message.trim_end_matches('.'));
-                }
-                let extensions = error.extensions.get_or_insert_with(Default::default);
-                extensions.set("code", code);
-                code.to_owned()
+                extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
+                "GRAPHQL_VALIDATION_FAILED".to_owned()
             }
         };
         if matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE") && !request_id.is_empty() {
-            let extensions = error.extensions.get_or_insert_with(Default::default);
             extensions.set("requestId", request_id);
         }
     }

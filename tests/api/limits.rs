@@ -44,6 +44,19 @@ async fn queries_too_deep_or_too_complex_are_refused_naming_the_limit() {
     assert_eq!(code, "QUERY_TOO_COMPLEX", "{body}");
     assert!(message.contains("maximum complexity is 300"), "{message}");
 
+    // The same over the WebSocket.
+    let mut subscription = Subscription::connect(&app, &staff, Protocol::TransportWs).await;
+    subscription
+        .start(
+            "subscription { orderStatusChanged { order { history { order { history { order { id } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let refused = subscription.next_payload().await;
+    let (code, message) = first_error(&refused);
+    assert_eq!(code, "QUERY_TOO_DEEP", "{refused}");
+    assert!(message.contains("maximum depth is 6"), "{message}");
+
     let fits = "{ orders(first: 10) { edges { node { id status } } } }";
     app.query(&staff, fits, json!({})).await;
 
