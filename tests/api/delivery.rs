@@ -146,41 +146,11 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carries_on
 
 /// Reads `count` messages of `topic` from the start; returns each one's headers by key.
 async fn read_all(topic: &str, count: usize) -> HashMap<String, HashMap<String, String>> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7()))
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = HashMap::new();
-        while seen.len() < count && Instant::now() < deadline {
-            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                            (h.key.to_owned(), value.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            seen.insert(key, headers);
-        }
-        seen
-    })
-    .await
-    .unwrap()
+    read_messages(topic, count)
+        .await
+        .into_iter()
+        .map(|message| (message.key, message.headers))
+        .collect()
 }
 
 #[tokio::test]
@@ -241,6 +211,26 @@ async fn with_two_instances_each_orders_status_events_reach_kafka_in_version_ord
 
 /// Reads at least `count` JSON payloads of `topic` from the start, in partition order.
 async fn read_payloads(topic: &str, count: usize) -> Vec<serde_json::Value> {
+    let messages = read_messages(topic, count).await;
+    assert!(
+        messages.len() >= count,
+        "read {} of {count}",
+        messages.len()
+    );
+    messages
+        .iter()
+        .map(|message| serde_json::from_slice(&message.payload).unwrap())
+        .collect()
+}
+
+struct ReadMessage {
+    key: String,
+    headers: HashMap<String, String>,
+    payload: Vec<u8>,
+}
+
+/// Reads up to `count` messages of `topic` from the start (30 s at the most).
+async fn read_messages(topic: &str, count: usize) -> Vec<ReadMessage> {
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -252,18 +242,30 @@ async fn read_payloads(topic: &str, count: usize) -> Vec<serde_json::Value> {
             .unwrap();
         consumer.subscribe(&[&topic]).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut payloads = Vec::new();
-        while payloads.len() < count && Instant::now() < deadline {
-            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                payloads.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
-            }
+        let mut messages = Vec::new();
+        while messages.len() < count && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages.push(ReadMessage {
+                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                headers,
+                payload: message.payload().unwrap_or_default().to_vec(),
+            });
         }
-        assert!(
-            payloads.len() >= count,
-            "read {} of {count}",
-            payloads.len()
-        );
-        payloads
+        messages
     })
     .await
     .unwrap()

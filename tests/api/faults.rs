@@ -52,12 +52,7 @@ async fn orders_placed_while_the_broker_is_down_are_accepted_and_confirmed_once_
         20 - 1 - 5 * 2,
         "each order deducted once"
     );
-    let histories: Vec<i64> = sqlx::query_scalar(
-        "select count(*) from order_status_history group by order_id order by 1",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let histories = app.history_lengths().await;
     assert_eq!(
         histories,
         vec![2; 6],
@@ -272,12 +267,7 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
         20 - 6 * 2,
         "each order deducted once"
     );
-    let histories: Vec<i64> = sqlx::query_scalar(
-        "select count(*) from order_status_history group by order_id order by 1",
-    )
-    .fetch_all(&api.pool)
-    .await
-    .unwrap();
+    let histories = api.history_lengths().await;
     assert_eq!(histories, vec![2; 6]);
     api.assert_invariants_hold().await;
     restarted.stop().await;

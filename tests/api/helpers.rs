@@ -322,6 +322,14 @@ impl TestApp {
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
     }
 
+    /// How many history entries each order has, sorted.
+    pub async fn history_lengths(&self) -> Vec<i64> {
+        sqlx::query_scalar("select count(*) from order_status_history group by order_id order by 1")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// How many orders exist in the database at all.
     pub async fn order_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from orders")
