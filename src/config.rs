@@ -319,6 +319,10 @@ pub struct ApiLimits {
     /// WebSocket connections one user may hold at once (per instance).
     #[arg(long, env = "OMS_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: usize,
+    /// Seconds between WebSocket ping frames the server sends, so idle subscriptions survive
+    /// proxies and a vanished client is noticed (its pings fail). 0 turns them off.
+    #[arg(long, env = "OMS_WS_PING_INTERVAL_SECS", default_value_t = 15)]
+    pub ws_ping_interval_secs: u64,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     #[arg(long, env = "OMS_MAX_WS_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_ws_message_bytes: usize,

@@ -274,6 +274,7 @@ async fn serve_websocket(
             })
             .serve();
     let shutdown = state.shutdown.clone();
+    let ping_interval_secs = state.limits.ws_ping_interval_secs;
     let writer = async move {
         let mut sink = socket_sink;
         let token_expired = async {
@@ -297,6 +298,9 @@ async fn serve_websocket(
             }
         };
         tokio::pin!(token_expired);
+        let ping_every = Duration::from_secs(ping_interval_secs.max(1));
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             tokio::select! {
                 // Shutdown first: it also ends the protocol's stream, and then the close frame
@@ -309,6 +313,11 @@ async fn serve_websocket(
                 _ = &mut token_expired => {
                     let _ = sink.send(close(4401, "token expired; reconnect with a fresh token")).await;
                     break;
+                }
+                _ = pings.tick(), if ping_interval_secs > 0 => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break; // The client is gone.
+                    }
                 }
                 message = to_send.next() => match message {
                     Some(message) => {

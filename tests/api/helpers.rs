@@ -476,6 +476,20 @@ impl Subscription {
         .await;
     }
 
+    /// Waits for the server's next ping frame (tungstenite answers it with a pong by itself).
+    pub async fn wait_for_ping(&mut self) {
+        loop {
+            let frame = tokio::time::timeout(EVENT_TIMEOUT, self.socket.next())
+                .await
+                .expect("a ping within the timeout");
+            match frame {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended before a ping: {other:?}"),
+            }
+        }
+    }
+
     /// Sends a raw text frame.
     pub async fn send_text(&mut self, text: String) {
         let _ = self.socket.send(Message::Text(text.into())).await;

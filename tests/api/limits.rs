@@ -285,3 +285,20 @@ async fn oversized_and_malformed_request_bodies_get_clear_errors() {
     }
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn idle_websockets_get_heartbeat_pings_on_both_protocols() {
+    let app = TestApp::spawn_in(Deployment::new(), &["--ws-ping-interval-secs=1"]).await;
+    let alice = app.customer("alice");
+    for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
+        let mut subscription = Subscription::connect(&app, &alice, protocol).await;
+        subscription
+            .start("subscription { orderStatusChanged { orderId } }", json!({}))
+            .await;
+        let started = Instant::now();
+        subscription.wait_for_ping().await;
+        subscription.wait_for_ping().await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    app.stop_and_drop_database().await;
+}
