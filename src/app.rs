@@ -6,7 +6,7 @@ use crate::domain::events::Stream;
 use crate::graphql;
 use crate::http::{self, HttpState};
 use crate::kafka::consume::ConsumerLoop;
-use crate::live::{StatusFeed, StatusReader};
+use crate::live::{LiveFeeds, LiveReader};
 use crate::metrics::Metrics;
 use crate::outbox::Relay;
 use crate::{auth, db, kafka, seed};
@@ -126,26 +126,29 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
 
     let mut addr = None;
     if args.components.runs_api() {
-        let feed = StatusFeed::new(args.live_buffer);
-        let reader = StatusReader::start(&args.kafka, feed.clone())
+        let feeds = LiveFeeds::new(args.live_buffer);
+        let reader = LiveReader::start(&args.kafka, feeds.clone())
             .await
-            .context("starting the status reader")?;
+            .context("starting the live reader")?;
         tasks.spawn(reader.run(shutdown.clone()));
         let schema = graphql::schema(
             pool.clone(),
-            feed.clone(),
+            feeds.clone(),
             metrics.clone(),
             args.limits.clone(),
         );
-        let playground_headers = if args.auth.dev_mode {
-            let token = keys.issue(
+        let dev_token = args.auth.dev_mode.then(|| {
+            keys.issue(
                 "dev-staff",
                 auth::Role::Staff,
                 Duration::from_secs(7 * 24 * 3600),
-            );
-            serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
-        } else {
-            "{}".to_owned()
+            )
+        });
+        let playground_headers = match &dev_token {
+            Some(token) => {
+                serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
+            }
+            None => "{}".to_owned(),
         };
         let cors = http::cors(&args.cors_allowed_origins, args.auth.dev_mode)?;
         let router = http::router(
@@ -155,10 +158,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                 pool: pool.clone(),
                 producer: producer.clone(),
                 playground_headers: Arc::new(playground_headers),
+                dashboard_token: Arc::new(dev_token.unwrap_or_default()),
                 shutdown: shutdown.clone(),
                 connections: connections.clone(),
                 metrics: metrics.clone(),
-                feed,
+                feeds,
                 limits: args.limits.clone(),
                 connections_per_user: Default::default(),
             },

@@ -87,6 +87,13 @@ pub struct KafkaArgs {
         default_value = "order-status"
     )]
     pub topic_order_status: String,
+    /// Topic of stock level changes, read by every instance for inventory subscriptions.
+    #[arg(
+        long = "kafka-topic-stock-levels",
+        env = "KAFKA_TOPIC_STOCK_LEVELS",
+        default_value = "stock-levels"
+    )]
+    pub topic_stock_levels: String,
     /// Consumer group prefix: groups are `<prefix>-inventory` and `<prefix>-orders`.
     #[arg(
         long = "kafka-group-prefix",
@@ -159,6 +166,7 @@ impl KafkaArgs {
             Stream::Inventory => &self.topic_inventory,
             Stream::Orders => &self.topic_orders,
             Stream::OrderStatus => &self.topic_order_status,
+            Stream::StockLevels => &self.topic_stock_levels,
         }
     }
 

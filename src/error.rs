@@ -30,7 +30,7 @@ pub enum AppError {
     #[error("this connection already holds {0} subscriptions, the most it may; stop one first")]
     TooManySubscriptions(usize),
     /// A subscriber fell further behind the live feed than its buffer holds.
-    #[error("this subscription fell {0} changes behind and was closed; resubscribe (per order with afterVersion to catch up)")]
+    #[error("this subscription fell {0} changes behind and was closed; resubscribe and re-read what you show (per order, afterVersion replays what was missed)")]
     Lagged(u64),
     /// The database could not be reached; the client may retry.
     #[error("the service is temporarily unavailable; retry shortly")]

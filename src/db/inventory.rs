@@ -1,5 +1,6 @@
 //! Stock levels and the stock ledger.
 
+use crate::domain::events::StockChangeReason;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -12,28 +13,33 @@ pub struct InventoryItemRow {
     pub quantity: i32,
     pub low_stock_threshold: i32,
     pub updated_at: DateTime<Utc>,
+    /// Counts the item's changes: 1 when created.
+    pub version: i32,
 }
 
-const ITEM_COLUMNS: &str = "id, sku, name, quantity, low_stock_threshold, updated_at";
-
-/// Why stock moved.
-#[derive(Copy, Clone, Debug, Eq, PartialEq)]
-pub enum MovementReason {
-    /// Staff set the quantity.
-    StockSet,
-    /// An order was confirmed and its lines deducted.
-    OrderConfirmed,
-    /// A confirmed order was cancelled and its lines restored.
-    OrderCancelled,
+impl InventoryItemRow {
+    /// At or below its low-stock threshold.
+    pub fn is_low_stock(&self) -> bool {
+        self.quantity <= self.low_stock_threshold
+    }
 }
 
-impl MovementReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            MovementReason::StockSet => "stock_set",
-            MovementReason::OrderConfirmed => "order_confirmed",
-            MovementReason::OrderCancelled => "order_cancelled",
-        }
+/// An item whose stock just moved by `delta`.
+#[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
+pub struct MovedItem {
+    #[sqlx(flatten)]
+    pub item: InventoryItemRow,
+    pub delta: i32,
+}
+
+const ITEM_COLUMNS: &str = "id, sku, name, quantity, low_stock_threshold, updated_at, version";
+
+/// The stock ledger's name for a reason.
+fn ledger_reason(reason: StockChangeReason) -> &'static str {
+    match reason {
+        StockChangeReason::StockSet => "stock_set",
+        StockChangeReason::OrderConfirmed => "order_confirmed",
+        StockChangeReason::OrderCancelled => "order_cancelled",
     }
 }
 
@@ -80,36 +86,46 @@ pub async fn lock_by_skus(
     .await
 }
 
-/// Adds `delta` (negative to deduct) to each item's stock and writes one ledger row per item.
-/// The CHECK constraint refuses any result below zero.
+/// Adds `delta` (negative to deduct) to each item's stock and writes one ledger row per item;
+/// returns the items as they now are. The CHECK constraint refuses any result below zero.
 pub async fn move_stock(
     conn: &mut PgConnection,
     order_id: Option<Uuid>,
-    reason: MovementReason,
+    reason: StockChangeReason,
     moves: &[(String, i32)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<MovedItem>> {
     let (skus, deltas): (Vec<&str>, Vec<i32>) = moves
         .iter()
         .map(|(sku, delta)| (sku.as_str(), *delta))
         .unzip();
-    sqlx::query(
+    sqlx::query_as(
         "with moved as (
              update inventory_items item
-             set quantity = item.quantity + m.delta, updated_at = now()
+             set quantity = item.quantity + m.delta, version = item.version + 1,
+                 updated_at = now()
              from unnest($1::text[], $2::int[]) as m(sku, delta)
              where item.sku = m.sku
-             returning item.sku, m.delta
+             returning item.id, item.sku, item.name, item.quantity, item.low_stock_threshold,
+                       item.updated_at, item.version, m.delta
+         ), ledger as (
+             insert into stock_movements (sku, order_id, delta, reason)
+             select sku, $3, delta, $4 from moved
          )
-         insert into stock_movements (sku, order_id, delta, reason)
-         select sku, $3, delta, $4 from moved",
+         select * from moved order by sku",
     )
     .bind(skus)
     .bind(deltas)
     .bind(order_id)
-    .bind(reason.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(ledger_reason(reason))
+    .fetch_all(conn)
+    .await
+}
+
+/// An item before and after it was set.
+pub struct UpsertedItem {
+    /// None when the item was just created.
+    pub before: Option<InventoryItemRow>,
+    pub after: InventoryItemRow,
 }
 
 /// Creates or updates an item and records the change of stock in the ledger. A threshold of
@@ -120,8 +136,8 @@ pub async fn upsert(
     name: &str,
     quantity: i32,
     low_stock_threshold: Option<i32>,
-) -> sqlx::Result<InventoryItemRow> {
-    sqlx::query(
+) -> sqlx::Result<UpsertedItem> {
+    let created = sqlx::query(
         "insert into inventory_items (sku, name, quantity, low_stock_threshold)
          values ($1, $2, 0, coalesce($3, 0)) on conflict (sku) do nothing",
     )
@@ -129,23 +145,27 @@ pub async fn upsert(
     .bind(name)
     .bind(low_stock_threshold)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     let current: InventoryItemRow = sqlx::query_as(&format!(
         "select {ITEM_COLUMNS} from inventory_items where sku = $1 for update"
     ))
     .bind(sku)
     .fetch_one(&mut *conn)
     .await?;
-    let item = sqlx::query_as(&format!(
+    let after: InventoryItemRow = sqlx::query_as(&format!(
         "update inventory_items
          set name = $2, quantity = $3,
-             low_stock_threshold = coalesce($4, low_stock_threshold), updated_at = now()
+             low_stock_threshold = coalesce($4, low_stock_threshold),
+             version = version + $5, updated_at = now()
          where id = $1 returning {ITEM_COLUMNS}"
     ))
     .bind(current.id)
     .bind(name)
     .bind(quantity)
     .bind(low_stock_threshold)
+    .bind(if created { 0 } else { 1 })
     .fetch_one(&mut *conn)
     .await?;
     let delta = quantity - current.quantity;
@@ -153,11 +173,14 @@ pub async fn upsert(
         sqlx::query("insert into stock_movements (sku, delta, reason) values ($1, $2, $3)")
             .bind(sku)
             .bind(delta)
-            .bind(MovementReason::StockSet.as_str())
+            .bind(ledger_reason(StockChangeReason::StockSet))
             .execute(conn)
             .await?;
     }
-    Ok(item)
+    Ok(UpsertedItem {
+        before: (!created).then_some(current),
+        after,
+    })
 }
 
 /// Creates an item unless its SKU exists; false when it did. The initial stock goes to the ledger.

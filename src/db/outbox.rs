@@ -1,8 +1,9 @@
 //! Events waiting for Kafka. Rows are written in the transaction of the change they announce and
 //! deleted once the broker has acknowledged them.
 
-use crate::domain::events::Event;
+use crate::domain::events::{Event, StockLevelChanged, Stream};
 use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
 
 /// The channel a committed outbox row is announced on, so relays wake at once.
 pub const NOTIFY_CHANNEL: &str = "oms_outbox";
@@ -19,17 +20,52 @@ pub struct OutboxRow {
     pub payload: String,
 }
 
+/// One event as the outbox stores it: where it goes, its message key and its JSON.
+pub struct OutboxMessage {
+    pub event_id: Uuid,
+    pub stream: Stream,
+    pub key: String,
+    pub payload: serde_json::Value,
+}
+
+impl From<&Event> for OutboxMessage {
+    /// Order events are keyed by order id, so one order's events stay in order.
+    fn from(event: &Event) -> Self {
+        OutboxMessage {
+            event_id: event.event_id,
+            stream: event.body.stream(),
+            key: event.order_id.to_string(),
+            payload: serde_json::to_value(event).expect("events serialise to JSON"),
+        }
+    }
+}
+
+impl From<&StockLevelChanged> for OutboxMessage {
+    /// Stock events are keyed by SKU, so one item's changes stay in order.
+    fn from(event: &StockLevelChanged) -> Self {
+        OutboxMessage {
+            event_id: event.event_id,
+            stream: Stream::StockLevels,
+            key: event.sku.clone(),
+            payload: serde_json::to_value(event).expect("events serialise to JSON"),
+        }
+    }
+}
+
 /// Queues events in the caller's transaction and wakes relays when it commits.
-pub async fn enqueue(conn: &mut PgConnection, events: &[Event]) -> sqlx::Result<()> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut streams = Vec::with_capacity(events.len());
-    let mut keys = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    for event in events {
-        ids.push(event.event_id);
-        streams.push(event.body.stream().as_str());
-        keys.push(event.order_id.to_string());
-        payloads.push(serde_json::to_value(event).expect("events serialise to JSON"));
+pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut streams = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for message in messages {
+        ids.push(message.event_id);
+        streams.push(message.stream.as_str());
+        keys.push(message.key.as_str());
+        payloads.push(&message.payload);
     }
     sqlx::query(
         "insert into outbox (event_id, stream, message_key, payload)

@@ -22,16 +22,25 @@ pub enum Stream {
     Orders,
     /// Applied (or refused) status changes, read by every instance for live subscriptions.
     OrderStatus,
+    /// Stock level changes ([`StockLevelChanged`], keyed by SKU), read by every instance for
+    /// live inventory subscriptions.
+    StockLevels,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 3] = [Stream::Inventory, Stream::Orders, Stream::OrderStatus];
+    pub const ALL: [Stream; 4] = [
+        Stream::Inventory,
+        Stream::Orders,
+        Stream::OrderStatus,
+        Stream::StockLevels,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Inventory => "inventory",
             Stream::Orders => "orders",
             Stream::OrderStatus => "order-status",
+            Stream::StockLevels => "stock-levels",
         }
     }
 
@@ -156,6 +165,53 @@ impl Event {
     }
 }
 
+/// Why an item's stock level changed.
+#[derive(Serialize, Deserialize, Copy, Clone, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StockChangeReason {
+    /// Staff set the item (its quantity, name or low-stock threshold).
+    StockSet,
+    /// An order was confirmed and its lines deducted.
+    OrderConfirmed,
+    /// A confirmed order was cancelled and its lines restored.
+    OrderCancelled,
+}
+
+/// An inventory item changed: its stock level after the change, and why. Travels on its own
+/// stream, keyed by SKU; `version` counts the item's changes, so a repeated or stale event is
+/// recognised by it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StockLevelChanged {
+    pub event_id: Uuid,
+    pub schema_version: u32,
+    pub sku: String,
+    pub version: i32,
+    pub name: String,
+    pub quantity: i32,
+    /// How much the quantity moved (0 when only the name or threshold changed).
+    pub delta: i32,
+    pub low_stock_threshold: i32,
+    /// Whether the item was low on stock before this change.
+    pub was_low_stock: bool,
+    pub reason: StockChangeReason,
+    /// The order that moved the stock, if an order did.
+    pub order_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl StockLevelChanged {
+    /// Low on stock: at or below the item's threshold (the `lowStock` of an inventory item).
+    pub fn is_low_stock(&self) -> bool {
+        self.quantity <= self.low_stock_threshold
+    }
+
+    /// Whether this change took the item from above its threshold to at or below it.
+    pub fn became_low_stock(&self) -> bool {
+        self.is_low_stock() && !self.was_low_stock
+    }
+}
+
 /// Why a Kafka payload is not an event this build can apply. Such a message is set aside in the
 /// topic's dead-letter queue rather than retried.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +228,17 @@ pub enum UndecodableEvent {
 
 /// Decodes a Kafka payload into an [`Event`], refusing unknown layouts.
 pub fn decode(payload: Option<&[u8]>) -> Result<Event, UndecodableEvent> {
+    decode_any(payload)
+}
+
+/// Decodes a `stock-levels` payload, refusing unknown layouts.
+pub fn decode_stock_level(payload: Option<&[u8]>) -> Result<StockLevelChanged, UndecodableEvent> {
+    decode_any(payload)
+}
+
+fn decode_any<T: serde::de::DeserializeOwned>(
+    payload: Option<&[u8]>,
+) -> Result<T, UndecodableEvent> {
     let payload = payload.ok_or(UndecodableEvent::Empty)?;
     // Look at the schema version first, so a future layout is named as such rather than as
     // a parse error on some field it changed.
@@ -210,6 +277,38 @@ mod tests {
         assert_eq!(json["data"]["lines"][0]["sku"], "A");
         assert_eq!(json["schemaVersion"], 1);
         assert_eq!(decode(Some(&wire)).unwrap(), event);
+    }
+
+    #[test]
+    fn a_stock_change_says_when_it_crosses_the_low_stock_threshold() {
+        let change = |quantity, was_low_stock| StockLevelChanged {
+            event_id: Uuid::now_v7(),
+            schema_version: EVENT_SCHEMA_VERSION,
+            sku: "A".into(),
+            version: 2,
+            name: "A thing".into(),
+            quantity,
+            delta: -1,
+            low_stock_threshold: 5,
+            was_low_stock,
+            reason: StockChangeReason::OrderConfirmed,
+            order_id: Some(Uuid::now_v7()),
+            occurred_at: Utc::now(),
+        };
+        assert!(
+            change(5, false).became_low_stock(),
+            "at the threshold is low"
+        );
+        assert!(!change(4, true).became_low_stock(), "already low before");
+        assert!(change(4, true).is_low_stock());
+        assert!(!change(6, false).is_low_stock());
+        let event = change(3, false);
+        let wire = serde_json::to_vec(&event).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(json["reason"], "ORDER_CONFIRMED");
+        assert_eq!(json["lowStockThreshold"], 5);
+        assert_eq!(json["wasLowStock"], false);
+        assert_eq!(decode_stock_level(Some(&wire)).unwrap(), event);
     }
 
     #[test]

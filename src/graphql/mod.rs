@@ -12,7 +12,7 @@ pub mod types;
 use crate::auth::Viewer;
 use crate::config::ApiLimits;
 use crate::error::AppError;
-use crate::live::StatusFeed;
+use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
@@ -33,7 +33,7 @@ fn builder(
 }
 
 /// The schema with everything resolvers need.
-pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: ApiLimits) -> OmsSchema {
+pub fn schema(pool: PgPool, feeds: LiveFeeds, metrics: Metrics, limits: ApiLimits) -> OmsSchema {
     let mut builder = builder()
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
@@ -50,7 +50,8 @@ pub fn schema(pool: PgPool, feed: StatusFeed, metrics: Metrics, limits: ApiLimit
         .data(DataLoader::new(HistoryByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderById(pool.clone()), tokio::spawn))
         .data(pool)
-        .data(feed)
+        .data(feeds.status)
+        .data(feeds.stock)
         .data(MutationRateLimiter::new(
             limits.mutations_per_second,
             limits.mutation_burst,

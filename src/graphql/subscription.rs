@@ -4,18 +4,21 @@
 //! latest entry, i.e. its current state), then continues live, with no gap and no duplicate by
 //! `version`: the live feed is subscribed before the history is read, and anything already sent
 //! is dropped. A gap (a missed event) is filled from the history.
+//!
+//! `inventoryChanged` pushes stock level changes to staff, each item's changes once and in order.
 
-use super::types::{ChangeOutcome, OrderStatusChange};
+use super::types::{ChangeOutcome, InventoryChange, OrderStatusChange};
 use super::{parse_order_id, viewer};
 use crate::auth::Viewer;
 use crate::db;
 use crate::error::{AppError, IntoGraphql};
-use crate::live::StatusFeed;
+use crate::live::{StatusFeed, StockFeed};
 use async_graphql::{Context, ErrorExtensions, Subscription, ID};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -56,10 +59,66 @@ impl Drop for SubscriptionSlot {
     }
 }
 
-/// Orders whose last sent version one all-orders subscription remembers.
-const MAX_TRACKED_ORDERS: usize = 10_000;
+/// Orders (or items) whose last sent version one subscription remembers.
+const MAX_TRACKED_KEYS: usize = 10_000;
 
 type ChangeStream = BoxStream<'static, async_graphql::Result<OrderStatusChange>>;
+type InventoryStream = BoxStream<'static, async_graphql::Result<InventoryChange>>;
+
+/// The newest version sent per order or item: events are delivered at least once, and a stale or
+/// repeated change must not reach the client. Bounded: past [`MAX_TRACKED_KEYS`] the lower half
+/// of the keys is forgotten (for UUIDv7 order ids, the oldest orders).
+struct SentVersions<K> {
+    newest: HashMap<K, i32>,
+}
+
+impl<K: Hash + Eq + Ord + Clone> SentVersions<K> {
+    fn new() -> Self {
+        SentVersions {
+            newest: HashMap::new(),
+        }
+    }
+
+    /// Whether `version` of `key` is newer than anything sent; if so it counts as sent.
+    fn is_new(&mut self, key: &K, version: i32) -> bool {
+        if self
+            .newest
+            .get(key)
+            .is_some_and(|newest| version <= *newest)
+        {
+            return false;
+        }
+        self.newest.insert(key.clone(), version);
+        if self.newest.len() > MAX_TRACKED_KEYS {
+            let mut keys: Vec<K> = self.newest.keys().cloned().collect();
+            keys.sort_unstable();
+            for key in &keys[..keys.len() / 2] {
+                self.newest.remove(key);
+            }
+        }
+        true
+    }
+}
+
+/// Holds a subscription slot for as long as `stream` lives.
+fn holding<T: Send + 'static>(
+    stream: BoxStream<'static, T>,
+    slot: Option<SubscriptionSlot>,
+) -> BoxStream<'static, T> {
+    stream
+        .map(move |item| {
+            let _held = &slot;
+            item
+        })
+        .boxed()
+}
+
+fn acquire_slot(ctx: &Context<'_>) -> async_graphql::Result<Option<SubscriptionSlot>> {
+    ctx.data_opt::<SubscriptionSlots>()
+        .map(SubscriptionSlots::acquire)
+        .transpose()
+        .map_err(|e| e.extend())
+}
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
@@ -75,11 +134,7 @@ impl SubscriptionRoot {
         status: Option<crate::domain::status::OrderStatus>,
     ) -> async_graphql::Result<ChangeStream> {
         let viewer = viewer(ctx)?.clone();
-        let slot = ctx
-            .data_opt::<SubscriptionSlots>()
-            .map(SubscriptionSlots::acquire)
-            .transpose()
-            .map_err(|e| e.extend())?;
+        let slot = acquire_slot(ctx)?;
         let feed = ctx.data_unchecked::<StatusFeed>().clone();
         let pool = ctx.data_unchecked::<PgPool>().clone();
         let stream = match order_id {
@@ -97,14 +152,60 @@ impl SubscriptionRoot {
             .extend()),
             None => Ok(every_visible_order(feed, viewer, status)),
         }?;
-        // The slot is held for as long as the stream lives.
-        Ok(stream
-            .map(move |item| {
-                let _held = &slot;
-                item
-            })
-            .boxed())
+        Ok(holding(stream, slot))
     }
+
+    /// Stock level changes of every item, or of one `sku` (staff only): each change once, in
+    /// order per item, flagged when the item falls to or below its low-stock threshold.
+    async fn inventory_changed(
+        &self,
+        ctx: &Context<'_>,
+        sku: Option<String>,
+    ) -> async_graphql::Result<InventoryStream> {
+        if !viewer(ctx)?.is_staff() {
+            return Err(
+                AppError::Forbidden("only staff may watch inventory changes".into()).extend(),
+            );
+        }
+        if let Some(sku) = &sku {
+            let pool = ctx.data_unchecked::<PgPool>();
+            if db::inventory::find_by_skus(pool, std::slice::from_ref(sku))
+                .await
+                .gql()?
+                .is_empty()
+            {
+                return Err(AppError::NotFound(format!("no inventory item {sku:?}")).extend());
+            }
+        }
+        let slot = acquire_slot(ctx)?;
+        let feed = ctx.data_unchecked::<StockFeed>().clone();
+        Ok(holding(inventory_changes(feed, sku), slot))
+    }
+}
+
+fn inventory_changes(feed: StockFeed, only_sku: Option<String>) -> InventoryStream {
+    let mut live = feed.subscribe();
+    let mut sent = SentVersions::new();
+    async_stream::stream! {
+        loop {
+            match live.recv().await {
+                Ok(change) => {
+                    if only_sku.as_ref().is_some_and(|sku| *sku != change.sku) {
+                        continue;
+                    }
+                    if sent.is_new(&change.sku, change.version) {
+                        yield Ok(InventoryChange(change));
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    yield Err(AppError::Lagged(missed).extend());
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    .boxed()
 }
 
 async fn one_order(
@@ -177,9 +278,7 @@ fn every_visible_order(
     status: Option<crate::domain::status::OrderStatus>,
 ) -> ChangeStream {
     let mut live = feed.subscribe();
-    // The newest version sent per order: events are delivered at least once, and a stale or
-    // repeated change must not reach the client.
-    let mut sent: HashMap<Uuid, i32> = HashMap::new();
+    let mut sent = SentVersions::new();
     async_stream::stream! {
         loop {
             match live.recv().await {
@@ -192,20 +291,10 @@ fn every_visible_order(
                     if !visible {
                         continue;
                     }
-                    if change.outcome == ChangeOutcome::Applied {
-                        let newest = sent.entry(change.order_uuid).or_insert(0);
-                        if change.version <= *newest {
-                            continue;
-                        }
-                        *newest = change.version;
-                        if sent.len() > MAX_TRACKED_ORDERS {
-                            // Bounded memory: forget the oldest half (UUIDv7 ids sort by age).
-                            let mut ids: Vec<Uuid> = sent.keys().copied().collect();
-                            ids.sort_unstable();
-                            for id in &ids[..ids.len() / 2] {
-                                sent.remove(id);
-                            }
-                        }
+                    if change.outcome == ChangeOutcome::Applied
+                        && !sent.is_new(&change.order_uuid, change.version)
+                    {
+                        continue;
                     }
                     if status.is_none_or(|wanted| wanted == change.to) {
                         yield Ok(change);

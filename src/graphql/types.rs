@@ -5,12 +5,13 @@ use super::viewer;
 use crate::auth::Role;
 use crate::db::inventory::InventoryItemRow;
 use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
-use crate::domain::events::{Actor, Event, EventBody};
+use crate::domain::events::{Actor, Event, EventBody, StockChangeReason, StockLevelChanged};
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// An order: lines of SKU x quantity, moving through the status machine.
@@ -268,5 +269,72 @@ impl OrderStatusChange {
             owner_id: Some(owner.clone()),
             actor,
         })
+    }
+}
+
+/// An inventory item's stock level changed (or staff set the item), pushed to staff live.
+pub struct InventoryChange(pub Arc<StockLevelChanged>);
+
+#[Object]
+impl InventoryChange {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Units in stock after the change.
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+
+    /// How much the quantity moved: negative when stock was deducted, 0 when only the name or
+    /// the threshold changed.
+    async fn delta(&self) -> i32 {
+        self.0.delta
+    }
+
+    async fn low_stock_threshold(&self) -> i32 {
+        self.0.low_stock_threshold
+    }
+
+    /// Whether the item is now at or below its low-stock threshold.
+    async fn low_stock(&self) -> bool {
+        self.0.is_low_stock()
+    }
+
+    /// Whether this change took the item from above its threshold to at or below it.
+    async fn became_low_stock(&self) -> bool {
+        self.0.became_low_stock()
+    }
+
+    async fn reason(&self) -> StockChangeReason {
+        self.0.reason
+    }
+
+    /// The order whose confirmation or cancellation moved the stock.
+    async fn order_id(&self) -> Option<ID> {
+        self.0.order_id.map(|id| ID(id.to_string()))
+    }
+
+    /// Counts the item's changes; a client that reconnects can tell what it has seen.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.occurred_at
+    }
+
+    /// The item as it is now.
+    async fn item(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InventoryItem>> {
+        Ok(ctx
+            .data_unchecked::<DataLoader<ItemBySku>>()
+            .load_one(self.0.sku.clone())
+            .await
+            .gql()?
+            .map(InventoryItem))
     }
 }

@@ -1,13 +1,13 @@
 //! The HTTP surface: `POST|GET /graphql`, the WebSocket at `/graphql/ws` (both
 //! `graphql-transport-ws` and the legacy `graphql-ws` subprotocols), the GraphiQL playground at
-//! `/`, and `/healthz` / `/readyz`.
+//! `/`, the live dashboard at `/dashboard`, and `/healthz` / `/readyz`.
 
 use crate::auth::{TokenKeys, Viewer};
 use crate::config::ApiLimits;
 use crate::error::AppError;
 use crate::graphql::subscription::SubscriptionSlots;
 use crate::graphql::OmsSchema;
-use crate::live::StatusFeed;
+use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
@@ -28,6 +28,7 @@ const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("
 use tokio_util::task::TaskTracker;
 
 const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
+const DASHBOARD: &str = include_str!("../../web-playground/dashboard.html");
 
 /// Largest request body accepted on `/graphql`.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -40,12 +41,15 @@ pub struct HttpState {
     pub producer: rdkafka::producer::FutureProducer,
     /// Headers the playground starts with (a staff token in development mode).
     pub playground_headers: Arc<String>,
+    /// The token the dashboard's sign-in form starts with (a staff token in development mode,
+    /// empty otherwise).
+    pub dashboard_token: Arc<String>,
     /// Cancelled when the service stops: WebSockets are then closed with 1001 (going away).
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connections, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
     pub metrics: Metrics,
-    pub feed: StatusFeed,
+    pub feeds: LiveFeeds,
     pub limits: ApiLimits,
     /// WebSocket connections per user on this instance.
     pub connections_per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
@@ -54,6 +58,7 @@ pub struct HttpState {
 pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
     Router::new()
         .route("/", get(playground))
+        .route("/dashboard", get(dashboard))
         .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
@@ -84,6 +89,26 @@ pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
 
 async fn playground(State(state): State<HttpState>) -> Html<String> {
     Html(PLAYGROUND.replace("__OMS_DEFAULT_HEADERS__", &state.playground_headers))
+}
+
+/// The live dashboard: one page, no external assets. It may hold a token, so it is not cached,
+/// and it may only talk to this origin.
+async fn dashboard(State(state): State<HttpState>) -> Response {
+    let page = DASHBOARD.replace("__OMS_DASHBOARD_TOKEN__", &state.dashboard_token);
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+        ],
+        Html(page),
+    )
+        .into_response()
 }
 
 /// Which browser origins may call the API: none unless configured (any in development mode).
@@ -457,7 +482,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     state
         .metrics
         .live_subscriptions
-        .set(state.feed.subscriber_count() as i64);
+        .set(state.feeds.subscriber_count() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,36 +1,45 @@
-//! Live status fan-out: every instance reads the whole `order-status` topic (outside any
-//! consumer group) and republishes each change on a tokio broadcast channel that feeds the
+//! Live fan-out: every instance reads the whole `order-status` and `stock-levels` topics (outside
+//! any consumer group) and republishes each event on a tokio broadcast channel that feeds the
 //! GraphQL subscriptions of this instance. So a subscriber on any instance sees every change,
 //! whichever instance applied it.
 
 use crate::config::KafkaArgs;
-use crate::domain::events::{decode, Event, Stream};
+use crate::domain::events::{decode, decode_stock_level, Event, StockLevelChanged, Stream};
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// The per-instance channel of status events.
-#[derive(Clone)]
-pub struct StatusFeed {
-    sender: broadcast::Sender<Arc<Event>>,
+/// A per-instance channel of live events of one kind.
+pub struct Feed<T> {
+    sender: broadcast::Sender<Arc<T>>,
 }
 
-impl StatusFeed {
+impl<T> Clone for Feed<T> {
+    fn clone(&self) -> Self {
+        Feed {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<T> Feed<T> {
+    /// A feed keeping up to `capacity` events for receivers that are behind.
     pub fn new(capacity: usize) -> Self {
-        StatusFeed {
+        Feed {
             sender: broadcast::channel(capacity).0,
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<T>> {
         self.sender.subscribe()
     }
 
-    pub fn publish(&self, event: Event) {
+    pub fn publish(&self, event: T) {
         // No subscriber is not an error: nobody is watching right now.
         let _ = self.sender.send(Arc::new(event));
     }
@@ -40,41 +49,62 @@ impl StatusFeed {
     }
 }
 
-/// Reads `order-status` from the end as it stood at start-up.
-pub struct StatusReader {
-    consumer: StreamConsumer,
-    feed: StatusFeed,
+/// Order status changes (and refused requests).
+pub type StatusFeed = Feed<Event>;
+/// Stock level changes.
+pub type StockFeed = Feed<StockLevelChanged>;
+
+/// The live feeds of one instance.
+#[derive(Clone)]
+pub struct LiveFeeds {
+    pub status: StatusFeed,
+    pub stock: StockFeed,
 }
 
-impl StatusReader {
+impl LiveFeeds {
+    pub fn new(capacity: usize) -> Self {
+        LiveFeeds {
+            status: Feed::new(capacity),
+            stock: Feed::new(capacity),
+        }
+    }
+
+    /// Live subscriptions on this instance: every receiver is one.
+    pub fn subscriber_count(&self) -> usize {
+        self.status.subscriber_count() + self.stock.subscriber_count()
+    }
+}
+
+/// Reads the live topics from their end as it stood at start-up.
+pub struct LiveReader {
+    consumer: StreamConsumer,
+    feeds: LiveFeeds,
+    status_topic: String,
+    stock_topic: String,
+}
+
+impl LiveReader {
     /// Assigns every partition at its current end, so everything published from now on is read.
-    pub async fn start(kafka: &KafkaArgs, feed: StatusFeed) -> anyhow::Result<Self> {
+    pub async fn start(kafka: &KafkaArgs, feeds: LiveFeeds) -> anyhow::Result<Self> {
         let consumer = crate::kafka::standalone_consumer(kafka)?;
-        let topic = kafka.topic(Stream::OrderStatus).to_owned();
+        let status_topic = kafka.topic(Stream::OrderStatus).to_owned();
+        let stock_topic = kafka.topic(Stream::StockLevels).to_owned();
+        let topics = [status_topic.clone(), stock_topic.clone()];
         let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
-            let timeout = Duration::from_secs(10);
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .context("reading the status topic's metadata")?;
-            let partitions = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map(|t| t.partitions().len())
-                .filter(|n| *n > 0)
-                .with_context(|| format!("topic {topic} has no partitions"))?;
             let mut assignment = TopicPartitionList::new();
-            for partition in 0..partitions as i32 {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic, partition, timeout)
-                    .with_context(|| format!("reading the end of {topic}/{partition}"))?;
-                assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
+            for topic in &topics {
+                assign_at_end(&consumer, topic, &mut assignment)?;
             }
             consumer.assign(&assignment)?;
             Ok(consumer)
         })
         .await??;
-        Ok(StatusReader { consumer, feed })
+        Ok(LiveReader {
+            consumer,
+            feeds,
+            status_topic,
+            stock_topic,
+        })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -84,17 +114,56 @@ impl StatusReader {
                 received = self.consumer.recv() => received,
             };
             match received {
-                Ok(message) => match decode(message.payload()) {
-                    Ok(event) => self.feed.publish(event),
-                    Err(error) => {
-                        tracing::warn!(%error, offset = message.offset(), "skipping an undecodable status event")
-                    }
-                },
+                Ok(message) => self.publish(&message),
                 Err(error) => {
-                    tracing::warn!(%error, "reading the status topic failed; retrying");
+                    tracing::warn!(%error, "reading the live topics failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     }
+
+    fn publish(&self, message: &BorrowedMessage<'_>) {
+        let topic = message.topic();
+        let undecodable = if topic == self.status_topic {
+            decode(message.payload())
+                .map(|event| self.feeds.status.publish(event))
+                .err()
+        } else if topic == self.stock_topic {
+            decode_stock_level(message.payload())
+                .map(|event| self.feeds.stock.publish(event))
+                .err()
+        } else {
+            None
+        };
+        if let Some(error) = undecodable {
+            tracing::warn!(%error, topic, offset = message.offset(), "skipping an undecodable live event");
+        }
+    }
+}
+
+/// Adds every partition of `topic` to `assignment` at its current end.
+fn assign_at_end(
+    consumer: &StreamConsumer,
+    topic: &str,
+    assignment: &mut TopicPartitionList,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .with_context(|| format!("topic {topic} has no partitions"))?;
+    for partition in 0..partitions as i32 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .with_context(|| format!("reading the end of {topic}/{partition}"))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+    }
+    Ok(())
 }

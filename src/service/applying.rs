@@ -3,9 +3,11 @@
 //! event changes nothing.
 
 use crate::db;
-use crate::db::inventory::MovementReason;
 use crate::db::orders::OrderRow;
-use crate::domain::events::{Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested};
+use crate::db::outbox::OutboxMessage;
+use crate::domain::events::{
+    Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
+};
 use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use chrono::Utc;
@@ -97,14 +99,25 @@ pub async fn apply_inventory_check(
     let changed = if shortages.is_empty() {
         let deductions: Vec<(String, i32)> =
             lines.iter().map(|l| (l.sku.clone(), -l.quantity)).collect();
-        db::inventory::move_stock(
+        let moved = db::inventory::move_stock(
             &mut tx,
             Some(order.id),
-            MovementReason::OrderConfirmed,
+            StockChangeReason::OrderConfirmed,
             &deductions,
         )
         .await?;
-        change_status(&mut tx, &order, OrderStatus::Confirmed, None, true, None).await?
+        let stock_events =
+            super::stock_moved_by_order(&moved, StockChangeReason::OrderConfirmed, order.id);
+        change_status(
+            &mut tx,
+            &order,
+            OrderStatus::Confirmed,
+            None,
+            true,
+            None,
+            stock_events,
+        )
+        .await?
     } else {
         let reason = shortages.join("; ");
         change_status(
@@ -114,6 +127,7 @@ pub async fn apply_inventory_check(
             Some(reason),
             false,
             None,
+            Vec::new(),
         )
         .await?
     };
@@ -156,6 +170,7 @@ pub async fn apply_requested_change(
             status: order.status,
         },
         Ok(Transition::Apply { restores_stock }) => {
+            let mut stock_events = Vec::new();
             if restores_stock && order.stock_deducted {
                 let restores: Vec<(String, i32)> = db::orders::lines_of(&mut *tx, &[order.id])
                     .await?
@@ -164,13 +179,18 @@ pub async fn apply_requested_change(
                     .collect();
                 let skus: Vec<String> = restores.iter().map(|(sku, _)| sku.clone()).collect();
                 db::inventory::lock_by_skus(&mut tx, &skus).await?;
-                db::inventory::move_stock(
+                let moved = db::inventory::move_stock(
                     &mut tx,
                     Some(order.id),
-                    MovementReason::OrderCancelled,
+                    StockChangeReason::OrderCancelled,
                     &restores,
                 )
                 .await?;
+                stock_events = super::stock_moved_by_order(
+                    &moved,
+                    StockChangeReason::OrderCancelled,
+                    order.id,
+                );
             }
             let stock_deducted = order.stock_deducted && !restores_stock;
             Applied::Changed(
@@ -181,6 +201,7 @@ pub async fn apply_requested_change(
                     request.reason.clone(),
                     stock_deducted,
                     Some(actor.clone()),
+                    stock_events,
                 )
                 .await?,
             )
@@ -191,7 +212,8 @@ pub async fn apply_requested_change(
     Ok(outcome)
 }
 
-/// Moves a locked order to `to`, bumps its version, and announces the change.
+/// Moves a locked order to `to`, bumps its version, and announces the change (with `also`, the
+/// other events of the transaction).
 async fn change_status(
     conn: &mut PgConnection,
     order: &OrderRow,
@@ -199,6 +221,7 @@ async fn change_status(
     reason: Option<String>,
     stock_deducted: bool,
     actor: Option<Actor>,
+    also: Vec<OutboxMessage>,
 ) -> sqlx::Result<OrderRow> {
     let rejection_reason = (to == OrderStatus::Rejected)
         .then_some(reason.as_deref())
@@ -213,7 +236,7 @@ async fn change_status(
         Utc::now(),
     )
     .await?;
-    super::announce_change(conn, &changed, Some(order.status), reason, actor, None).await?;
+    super::announce_change(conn, &changed, Some(order.status), reason, actor, also).await?;
     Ok(changed)
 }
 
@@ -234,5 +257,5 @@ async fn refuse(
             requested_by: request.requested_by.clone(),
         }),
     );
-    db::outbox::enqueue(conn, std::slice::from_ref(&refused)).await
+    db::outbox::enqueue(conn, &[(&refused).into()]).await
 }

@@ -1,7 +1,9 @@
-//! Staff setting an inventory item's name, stock and low-stock threshold.
+//! Staff setting an inventory item's name, stock and low-stock threshold; the change is announced
+//! on the stock-levels stream.
 
 use crate::db;
 use crate::db::inventory::InventoryItemRow;
+use crate::domain::events::StockChangeReason;
 use crate::domain::order::validate_inventory_item;
 use crate::domain::user_error::UserError;
 use crate::error::AppError;
@@ -29,7 +31,7 @@ pub async fn upsert_item(
         return Ok(Err(errors));
     }
     let mut tx = pool.begin().await?;
-    let item = db::inventory::upsert(
+    let upserted = db::inventory::upsert(
         &mut tx,
         &input.sku,
         input.name.trim(),
@@ -37,6 +39,18 @@ pub async fn upsert_item(
         input.low_stock_threshold,
     )
     .await?;
+    let item = upserted.after;
+    let changed = super::stock_level_changed(
+        &item,
+        item.quantity - upserted.before.as_ref().map_or(0, |before| before.quantity),
+        upserted
+            .before
+            .as_ref()
+            .is_some_and(InventoryItemRow::is_low_stock),
+        StockChangeReason::StockSet,
+        None,
+    );
+    db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
     tx.commit().await?;
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
     Ok(Ok(item))

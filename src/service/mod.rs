@@ -15,20 +15,27 @@ pub mod placing;
 pub mod status_requests;
 
 use crate::db;
+use crate::db::inventory::{InventoryItemRow, MovedItem};
 use crate::db::orders::{OrderRow, StatusChangeRow};
-use crate::domain::events::{Actor, Event, EventBody, OrderStatusChanged};
+use crate::db::outbox::OutboxMessage;
+use crate::domain::events::{
+    Actor, Event, EventBody, OrderStatusChanged, StockChangeReason, StockLevelChanged,
+    EVENT_SCHEMA_VERSION,
+};
 use crate::domain::status::OrderStatus;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// Writes the history entry and the `OrderStatusChanged` event for `order`, which has just
-/// reached its current status and version from `from` (none when it was just placed).
+/// reached its current status and version from `from` (none when it was just placed), with
+/// `also` the other events of the same transaction.
 pub async fn announce_change(
     conn: &mut PgConnection,
     order: &OrderRow,
     from: Option<OrderStatus>,
     reason: Option<String>,
     actor: Option<Actor>,
-    also: Option<Event>,
+    mut also: Vec<OutboxMessage>,
 ) -> sqlx::Result<()> {
     db::orders::record_change(
         conn,
@@ -56,6 +63,46 @@ pub async fn announce_change(
         }),
     );
     changed.occurred_at = order.updated_at;
-    let events: Vec<Event> = also.into_iter().chain([changed]).collect();
-    db::outbox::enqueue(conn, &events).await
+    also.push((&changed).into());
+    db::outbox::enqueue(conn, &also).await
+}
+
+/// The stock event of `item`, which has just changed by `delta` (and was low on stock before
+/// when `was_low_stock`).
+pub fn stock_level_changed(
+    item: &InventoryItemRow,
+    delta: i32,
+    was_low_stock: bool,
+    reason: StockChangeReason,
+    order_id: Option<Uuid>,
+) -> StockLevelChanged {
+    StockLevelChanged {
+        event_id: Uuid::now_v7(),
+        schema_version: EVENT_SCHEMA_VERSION,
+        sku: item.sku.clone(),
+        version: item.version,
+        name: item.name.clone(),
+        quantity: item.quantity,
+        delta,
+        low_stock_threshold: item.low_stock_threshold,
+        was_low_stock,
+        reason,
+        order_id,
+        occurred_at: item.updated_at,
+    }
+}
+
+/// The outbox messages announcing stock moved by an order.
+pub fn stock_moved_by_order(
+    moved: &[MovedItem],
+    reason: StockChangeReason,
+    order_id: Uuid,
+) -> Vec<OutboxMessage> {
+    moved
+        .iter()
+        .map(|MovedItem { item, delta }| {
+            let was_low_stock = item.quantity - delta <= item.low_stock_threshold;
+            (&stock_level_changed(item, *delta, was_low_stock, reason, Some(order_id))).into()
+        })
+        .collect()
 }

@@ -77,7 +77,15 @@ pub async fn place_order(
         user_id: viewer.user_id.clone(),
         role: viewer.role,
     };
-    super::announce_change(&mut tx, &order, None, None, Some(actor), Some(placed)).await?;
+    super::announce_change(
+        &mut tx,
+        &order,
+        None,
+        None,
+        Some(actor),
+        vec![(&placed).into()],
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
     Ok(Ok(order))

@@ -90,7 +90,7 @@ pub async fn request_status_change(
                 }),
             );
             let mut tx = pool.begin().await?;
-            db::outbox::enqueue(&mut tx, std::slice::from_ref(&request)).await?;
+            db::outbox::enqueue(&mut tx, &[(&request).into()]).await?;
             tx.commit().await?;
             tracing::info!(order_id = %order.id, event_id = %request.event_id, to = %to, "status change queued");
             Ok(StatusRequestOutcome {

@@ -500,6 +500,12 @@ fn matrix(w: &World) -> Vec<Row> {
             ],
         )
         .with_changes_after_subscribing(),
+        row(
+            "inventoryChanged of a SKU nobody stocks",
+            "subscription { inventoryChanged(sku: \"NO-SUCH-SKU\") { sku quantity } }",
+            json!({}),
+            [UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, NOT_FOUND],
+        ),
     ]
 }
 

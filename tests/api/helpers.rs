@@ -95,6 +95,7 @@ pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
         format!("--kafka-topic-inventory=inventory-{s}"),
         format!("--kafka-topic-orders=orders-{s}"),
         format!("--kafka-topic-order-status=order-status-{s}"),
+        format!("--kafka-topic-stock-levels=stock-levels-{s}"),
         format!("--kafka-group-prefix=oms-{s}"),
         "--kafka-topic-partitions=2".to_owned(),
         // tansu loses the rest of a multi-record batch when a consumer resumes inside it.
@@ -181,13 +182,23 @@ impl TestApp {
 
     /// Sets an item's stock as staff.
     pub async fn stock(&self, sku: &str, quantity: i32) {
+        self.set_item(sku, quantity, None).await;
+    }
+
+    /// Sets an item's stock, and its low-stock threshold when given, as staff.
+    pub async fn set_item(&self, sku: &str, quantity: i32, low_stock_threshold: Option<i32>) {
         let data = self
             .query(
                 &self.staff(),
                 "mutation($input: UpsertInventoryItemInput!) {
                    upsertInventoryItem(input: $input) { item { sku } userErrors { code message } }
                  }",
-                json!({ "input": { "sku": sku, "name": format!("Item {sku}"), "quantity": quantity } }),
+                json!({ "input": {
+                    "sku": sku,
+                    "name": format!("Item {sku}"),
+                    "quantity": quantity,
+                    "lowStockThreshold": low_stock_threshold,
+                } }),
             )
             .await;
         assert_eq!(
@@ -505,14 +516,19 @@ impl Subscription {
         }
     }
 
-    /// The next change (the subscription field's value); panics on errors.
+    /// The next status change (the `orderStatusChanged` value); panics on errors.
     pub async fn next_data(&mut self) -> Value {
+        self.next_value_of("orderStatusChanged").await
+    }
+
+    /// The next value of the subscription field `field`; panics on errors.
+    pub async fn next_value_of(&mut self, field: &str) -> Value {
         let payload = self.next_payload().await;
         assert!(
             payload.get("errors").is_none(),
             "subscription error: {payload}"
         );
-        payload["data"]["orderStatusChanged"].clone()
+        payload["data"][field].clone()
     }
 }
 

@@ -123,8 +123,8 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
     assert!(value("oms_live_subscriptions") >= 1.0);
     assert_eq!(
         value("oms_outbox_published_total"),
-        6.0,
-        "2 orders x (placed, status) + 2 decisions"
+        8.0,
+        "FAN stocked + 2 orders x (placed, status) + 2 decisions + the confirmed order's deduction"
     );
     assert!(value("oms_consumer_processing_seconds_count{topic=\"inventory-") >= 2.0);
     app.stop_and_drop_database().await;

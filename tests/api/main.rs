@@ -4,6 +4,7 @@
 mod authorization;
 mod authorization_matrix;
 mod concurrency;
+mod dashboard;
 mod delivery;
 mod faults;
 mod fuzz;

@@ -204,3 +204,115 @@ async fn two_instances_each_deliver_every_change_to_their_own_subscribers() {
     second.stop().await;
     first.stop_and_drop_database().await;
 }
+
+const INVENTORY_CHANGES: &str = "subscription($sku: String) { inventoryChanged(sku: $sku) {
+    sku quantity delta lowStockThreshold lowStock becameLowStock reason orderId version
+    item { quantity }
+} }";
+
+#[tokio::test]
+async fn staff_watch_stock_fall_to_its_threshold_and_come_back_whichever_instance_moves_it() {
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    let consumers = start_instance(&deployment, &["--components=consumers"]).await;
+    let staff = api.staff();
+    let alice = api.customer("alice");
+
+    let mut every_item = Subscription::connect(&api, &staff, Protocol::LegacyWs).await;
+    every_item.start(INVENTORY_CHANGES, json!({})).await;
+    settle().await;
+    api.set_item("LAMP", 3, Some(1)).await;
+    api.stock("RUG", 9).await;
+    let created = every_item.next_value_of("inventoryChanged").await;
+    assert_eq!(
+        (
+            &created["sku"],
+            &created["quantity"],
+            &created["delta"],
+            &created["reason"]
+        ),
+        (&json!("LAMP"), &json!(3), &json!(3), &json!("STOCK_SET"))
+    );
+    assert_eq!(
+        every_item.next_value_of("inventoryChanged").await["sku"],
+        "RUG"
+    );
+
+    let mut one_item = Subscription::connect(&api, &staff, Protocol::TransportWs).await;
+    one_item
+        .start(INVENTORY_CHANGES, json!({ "sku": "LAMP" }))
+        .await;
+    settle().await;
+
+    // The consumers instance confirms the order and deducts the stock.
+    let order_id = api.place_order_id(&alice, &[("LAMP", 2), ("RUG", 1)]).await;
+    let lamp_deducted = json!({
+        "sku": "LAMP", "quantity": 1, "delta": -2, "lowStockThreshold": 1, "lowStock": true,
+        "becameLowStock": true, "reason": "ORDER_CONFIRMED", "orderId": order_id, "version": 2,
+        "item": { "quantity": 1 },
+    });
+    assert_eq!(
+        one_item.next_value_of("inventoryChanged").await,
+        lamp_deducted
+    );
+    let mut deductions = [
+        every_item.next_value_of("inventoryChanged").await,
+        every_item.next_value_of("inventoryChanged").await,
+    ];
+    deductions.sort_by_key(|change| change["sku"].as_str().map(str::to_owned));
+    assert_eq!(deductions[0], lamp_deducted);
+    assert_eq!(
+        (
+            &deductions[1]["sku"],
+            &deductions[1]["delta"],
+            &deductions[1]["lowStock"]
+        ),
+        (&json!("RUG"), &json!(-1), &json!(false))
+    );
+
+    // Cancelling restores the stock: no longer low.
+    api.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    api.update_status(&alice, &order_id, "CANCELLED").await;
+    let restored = one_item.next_value_of("inventoryChanged").await;
+    assert_eq!(
+        (
+            &restored["quantity"],
+            &restored["delta"],
+            &restored["lowStock"],
+            &restored["becameLowStock"],
+            &restored["reason"],
+            &restored["version"],
+        ),
+        (
+            &json!(3),
+            &json!(2),
+            &json!(false),
+            &json!(false),
+            &json!("ORDER_CANCELLED"),
+            &json!(3)
+        )
+    );
+
+    // Staff setting the item comes through too, without an order.
+    api.set_item("LAMP", 10, Some(12)).await;
+    let set = one_item.next_value_of("inventoryChanged").await;
+    assert_eq!(
+        (
+            &set["quantity"],
+            &set["delta"],
+            &set["reason"],
+            &set["orderId"],
+            &set["becameLowStock"]
+        ),
+        (
+            &json!(10),
+            &json!(7),
+            &json!("STOCK_SET"),
+            &json!(null),
+            &json!(true)
+        ),
+        "raising the threshold above the stock makes the item low: {set}"
+    );
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
+}
