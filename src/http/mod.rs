@@ -264,6 +264,10 @@ async fn graphql_ws(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        // tungstenite's default 128 KiB read buffer per connection would dominate the memory of
+        // an idle subscription; messages here are small, and the buffer grows when needed.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {
             connections.track_future(serve_websocket(state, protocol, socket))
         })
