@@ -73,13 +73,15 @@ pub async fn list(
 }
 
 /// Locks the rows of `skus` in one global order (by id), so that transactions locking
-/// overlapping sets of items cannot deadlock.
+/// overlapping sets of items cannot deadlock. `for no key update` (the SKU never changes): orders
+/// being placed for these SKUs at the same time only need a key-share lock for their lines'
+/// foreign key, and are not held up by the stock being deducted.
 pub async fn lock_by_skus(
     conn: &mut PgConnection,
     skus: &[String],
 ) -> sqlx::Result<Vec<InventoryItemRow>> {
     sqlx::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = any($1) order by id for update"
+        "select {ITEM_COLUMNS} from inventory_items where sku = any($1) order by id for no key update"
     ))
     .bind(skus)
     .fetch_all(conn)
@@ -149,7 +151,7 @@ pub async fn upsert(
     .rows_affected()
         == 1;
     let current: InventoryItemRow = sqlx::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = $1 for update"
+        "select {ITEM_COLUMNS} from inventory_items where sku = $1 for no key update"
     ))
     .bind(sku)
     .fetch_one(&mut *conn)
@@ -181,6 +183,41 @@ pub async fn upsert(
         before: (!created).then_some(current),
         after,
     })
+}
+
+/// Creates the items (SKU, name, quantity, low-stock threshold) whose SKUs do not exist yet, in
+/// one statement; their initial stock goes to the ledger. Returns how many were created.
+pub async fn create_many(
+    conn: &mut PgConnection,
+    items: &[(String, String, i32, i32)],
+) -> sqlx::Result<u64> {
+    let mut skus = Vec::with_capacity(items.len());
+    let mut names = Vec::with_capacity(items.len());
+    let mut quantities = Vec::with_capacity(items.len());
+    let mut thresholds = Vec::with_capacity(items.len());
+    for (sku, name, quantity, threshold) in items {
+        skus.push(sku.as_str());
+        names.push(name.as_str());
+        quantities.push(*quantity);
+        thresholds.push(*threshold);
+    }
+    let created = sqlx::query(
+        "with created as (
+             insert into inventory_items (sku, name, quantity, low_stock_threshold)
+             select * from unnest($1::text[], $2::text[], $3::int[], $4::int[])
+             on conflict (sku) do nothing
+             returning sku, quantity
+         )
+         insert into stock_movements (sku, delta, reason)
+         select sku, quantity, 'stock_set' from created",
+    )
+    .bind(skus)
+    .bind(names)
+    .bind(quantities)
+    .bind(thresholds)
+    .execute(conn)
+    .await?;
+    Ok(created.rows_affected())
 }
 
 /// Creates an item unless its SKU exists; false when it did. The initial stock goes to the ledger.
