@@ -11,12 +11,17 @@
 //! target/release/examples/fanout --subscribers 10000 --changes 20 --burst 20
 //! ```
 
+#[path = "support/mod.rs"]
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use oms::auth::Role;
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{graphql, percentile, BenchServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -53,32 +58,6 @@ fn args() -> Args {
     args
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn graphql(addr: &str, token: &str, query: &str, variables: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("http://{addr}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The order id of a `{"orderId":"...","version":1}` change (the order was placed).
 fn placed_order_id(message: &str) -> Option<&str> {
     if !message.contains("\"version\":1}") {
@@ -90,8 +69,15 @@ fn placed_order_id(message: &str) -> Option<&str> {
 }
 
 /// Places one order; its id and when the answer (so the commit) arrived.
-async fn place_order(addr: &str, token: &str, document: &str) -> (String, Instant) {
-    let answer = graphql(addr, token, document, json!({})).await;
+async fn place_order(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    document: &str,
+) -> (String, Instant) {
+    let answer = graphql(client, url, token, document, json!({}))
+        .await
+        .unwrap();
     let committed = Instant::now();
     let id = answer["data"]["placeOrder"]["order"]["id"]
         .as_str()
@@ -111,76 +97,24 @@ async fn wait_for(arrived: &AtomicUsize, count: usize) {
 #[tokio::main]
 async fn main() {
     let args = args();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let database = format!("postgres://postgres@127.0.0.1:5432/oms_fanout_{suffix}");
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let oms = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("oms");
-    let mut server = tokio::process::Command::new(oms)
-        .args([
-            "serve",
-            "--dev",
-            "--listen-addr",
-            &addr,
-            "--database-url",
-            &database,
-        ])
-        .args(["--kafka-brokers", &brokers])
-        .args(["--kafka-topic-inventory", &format!("inventory-{suffix}")])
-        .args(["--kafka-topic-orders", &format!("orders-{suffix}")])
-        .args([
-            "--kafka-topic-order-status",
-            &format!("order-status-{suffix}"),
-        ])
-        .args([
-            "--kafka-topic-stock-levels",
-            &format!("stock-levels-{suffix}"),
-        ])
-        .args(["--kafka-group-prefix", &format!("fanout-{suffix}")])
-        .args([
-            "--max-connections-per-user",
-            "1000000",
-            "--live-buffer",
-            "65536",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("target/release/oms exists: cargo build --release --bin oms");
-    let pid = server.id().unwrap();
-    while reqwest::get(format!("http://{addr}/readyz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let keys = oms::auth::TokenKeys::new(oms::auth::DEV_SECRET.as_bytes());
-    let staff = keys.issue(
-        "bench-staff",
-        oms::auth::Role::Staff,
-        Duration::from_secs(3600),
-    );
-    let customer = keys.issue(
-        "bench-customer",
-        oms::auth::Role::Customer,
-        Duration::from_secs(3600),
-    );
+    let server = BenchServer::start(
+        "fanout",
+        &[
+            "--max-connections-per-user=1000000".into(),
+            "--live-buffer=65536".into(),
+        ],
+    )
+    .await;
+    let staff = server.token("bench-staff", Role::Staff);
+    let customer = server.token("bench-customer", Role::Customer);
     let upsert = "mutation { upsertInventoryItem(input: {sku: \"BENCH\", name: \"Bench\", quantity: 1000000}) { item { sku } } }";
-    graphql(&addr, &staff, upsert, json!({})).await;
+    let client = reqwest::Client::new();
+    let url = server.graphql_url();
+    graphql(&client, &url, &staff, upsert, json!({}))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = server.rss_kib();
 
     // N subscribers, each on its own connection, all watching every order. Each keeps its own
     // arrivals (no shared lock on the measuring side) and hands them back when it has them all.
@@ -189,9 +123,7 @@ async fn main() {
     let connect_started = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..args.subscribers {
-        let mut request = format!("ws://{addr}/graphql/ws")
-            .into_client_request()
-            .unwrap();
+        let mut request = server.websocket_url().into_client_request().unwrap();
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             "graphql-transport-ws".parse().unwrap(),
@@ -229,7 +161,7 @@ async fn main() {
     }
     let connect_time = connect_started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss_kib(pid);
+    let rss_after = server.rss_kib();
 
     // Phase 1: M orders placed one after another, `spacing_ms` apart (latency at a steady pace). A
     // change's commit time is when placeOrder answers (it commits before answering), on this
@@ -238,7 +170,7 @@ async fn main() {
         "mutation { placeOrder(input: {items: [{sku: \"BENCH\", quantity: 1}]}) { order { id } } }";
     let mut commits = HashMap::new();
     for _ in 0..args.changes {
-        let (id, committed) = place_order(&addr, &customer, place).await;
+        let (id, committed) = place_order(&client, &url, &customer, place).await;
         commits.insert(id, committed);
         tokio::time::sleep(Duration::from_millis(args.spacing_ms)).await;
     }
@@ -248,8 +180,8 @@ async fn main() {
     let burst_started = Instant::now();
     let burst: Vec<_> = (0..args.burst)
         .map(|_| {
-            let (addr, customer) = (addr.clone(), customer.clone());
-            tokio::spawn(async move { place_order(&addr, &customer, place).await })
+            let (client, url, customer) = (client.clone(), url.clone(), customer.clone());
+            tokio::spawn(async move { place_order(&client, &url, &customer, place).await })
         })
         .collect();
     let mut burst_ids = std::collections::HashSet::new();
@@ -329,7 +261,5 @@ async fn main() {
             seconds
         );
     }
-    server.kill().await.ok();
-    use sqlx::migrate::MigrateDatabase;
-    let _ = sqlx::Postgres::force_drop_database(&database).await;
+    server.stop().await;
 }

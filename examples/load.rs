@@ -1,0 +1,813 @@
+//! Load generator (prints figures; not a test). Starts its own `oms serve` (release build) against
+//! the local PostgreSQL and broker, stocks a catalogue, and then, by `--mode`:
+//!
+//! - `profile`: the old system's k6 profile. N virtual users, each a customer with a live
+//!   `orderStatusChanged` subscription to their own orders, loop over a random action with 0-300 ms
+//!   of think time: place an order, read it, then cancel or advance it; read one of their orders;
+//!   cancel one; advance one (advancing is staff's: the user sends it with a staff token).
+//! - `open`: offers a fixed rate of `placeOrder` calls, spread over `--users` customers, whatever
+//!   the answers' latency (latency counts from the moment each call was due).
+//! - `broker`: the broker's own produce and consume rate and single-message round trip, for
+//!   messages of the size oms sends (no oms involved).
+//!
+//! It reports requests/s; latency p50 / p95 / p99 / max per operation; placed -> CONFIRMED as
+//! seen by the subscriber; confirmed orders/s; errors counted from the response bodies (GraphQL
+//! errors and userErrors). `--json FILE` also writes the figures as JSON. At the end it audits the
+//! database with `oms check` (no oversold stock, the ledger balances).
+//!
+//! ```text
+//! source scripts/infra.sh && cargo build --release --bin oms --example load
+//! target/release/examples/load --mode profile --users 500 --seconds 10 --catalogue uniform
+//! target/release/examples/load --mode open --rate 500 --seconds 10 --catalogue hot
+//! target/release/examples/load --mode broker --messages 20000
+//! ```
+
+#[path = "support/mod.rs"]
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use oms::auth::Role;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{graphql, percentile, BenchServer};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[derive(Clone, Debug)]
+struct Args {
+    mode: String,
+    users: usize,
+    seconds: u64,
+    rate: f64,
+    catalogue: String,
+    messages: usize,
+    json: Option<String>,
+    /// Extra `oms serve` flags, e.g. `--serve-flag=--kafka-batch-max-messages=1`.
+    serve_flags: Vec<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        mode: "profile".into(),
+        users: 500,
+        seconds: 10,
+        rate: 500.0,
+        catalogue: "uniform".into(),
+        messages: 20_000,
+        json: None,
+        serve_flags: Vec::new(),
+    };
+    let usage = "usage: load [--mode profile|open|broker] [--users N] [--seconds S] [--rate R] \
+                 [--catalogue uniform|hot] [--messages N] [--json FILE] [--serve-flag FLAG]...";
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    for pair in raw.chunks(2) {
+        let [flag, value] = pair else {
+            panic!("{usage}")
+        };
+        let bad = || -> ! { panic!("{flag} {value}: {usage}") };
+        match flag.as_str() {
+            "--mode" => args.mode = value.clone(),
+            "--users" => args.users = value.parse().unwrap_or_else(|_| bad()),
+            "--seconds" => args.seconds = value.parse().unwrap_or_else(|_| bad()),
+            "--rate" => args.rate = value.parse().unwrap_or_else(|_| bad()),
+            "--catalogue" => args.catalogue = value.clone(),
+            "--messages" => args.messages = value.parse().unwrap_or_else(|_| bad()),
+            "--json" => args.json = Some(value.clone()),
+            "--serve-flag" => args.serve_flags.push(value.clone()),
+            _ => bad(),
+        }
+    }
+    args
+}
+
+/// The catalogue orders draw from: `uniform` spreads them over 50,000 SKUs with ample stock;
+/// `hot` sends 90% of lines to 5 SKUs whose stock runs out during the run (so orders are also
+/// rejected, and overselling would show).
+struct Catalogue {
+    hot: bool,
+}
+
+const UNIFORM_SKUS: usize = 50_000;
+const HOT_SKUS: usize = 5;
+
+impl Catalogue {
+    fn items(&self) -> Vec<(String, String, i32, i32)> {
+        let mut items: Vec<_> = (0..UNIFORM_SKUS)
+            .map(|i| (format!("SKU-{i:05}"), format!("Item {i}"), 1_000_000, 10))
+            .collect();
+        if self.hot {
+            items.extend(
+                (0..HOT_SKUS).map(|i| (format!("HOT-{i}"), format!("Hot {i}"), 2_000, 100)),
+            );
+        }
+        items
+    }
+
+    /// 1 to 3 lines of 1 to 3 units each.
+    fn order_lines(&self) -> Value {
+        let lines = fastrand::usize(1..=3);
+        let mut skus = Vec::with_capacity(lines);
+        while skus.len() < lines {
+            let sku = if self.hot && fastrand::f64() < 0.9 {
+                format!("HOT-{}", fastrand::usize(0..HOT_SKUS))
+            } else {
+                format!("SKU-{:05}", fastrand::usize(0..UNIFORM_SKUS))
+            };
+            if !skus.contains(&sku) {
+                skus.push(sku);
+            }
+        }
+        skus.into_iter()
+            .map(|sku| json!({ "sku": sku, "quantity": fastrand::i32(1..=3) }))
+            .collect()
+    }
+}
+
+const PLACE: &str = "mutation($input: PlaceOrderInput!) {
+  placeOrder(input: $input) { order { id status version } userErrors { code message } } }";
+const READ: &str = "query($id: ID!) {
+  order(id: $id) { id status version lines { sku quantity } } }";
+const UPDATE: &str = "mutation($input: UpdateOrderStatusInput!) {
+  updateOrderStatus(input: $input) { accepted order { id status } userErrors { code message } } }";
+
+/// Latencies and errors per operation, and what the subscribers saw.
+#[derive(Default)]
+struct Recorder {
+    latencies: BTreeMap<&'static str, Vec<f64>>,
+    errors: BTreeMap<&'static str, usize>,
+    error_samples: Vec<String>,
+    placed: HashMap<String, Instant>,
+    confirmed: HashMap<String, Instant>,
+    rejected: usize,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+impl Recorder {
+    fn record(&mut self, operation: &'static str, took: Duration, outcome: &Result<Value, String>) {
+        self.latencies
+            .entry(operation)
+            .or_default()
+            .push(took.as_secs_f64() * 1000.0);
+        if let Err(error) = outcome {
+            *self.errors.entry(operation).or_default() += 1;
+            if self.error_samples.len() < 10 {
+                self.error_samples.push(format!("{operation}: {error}"));
+            }
+        }
+    }
+}
+
+/// The field of a GraphQL response, or an error when the body has errors or userErrors.
+fn field_of(body: Result<Value, String>, field: &str) -> Result<Value, String> {
+    let body = body?;
+    if let Some(errors) = body.get("errors") {
+        return Err(format!("errors: {errors}"));
+    }
+    let value = body["data"][field].clone();
+    match value.get("userErrors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => {
+            Err(format!("userErrors: {}", Value::from(errors.clone())))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// One user's orders as their subscription reports them: the status, and the status a request
+/// of theirs is still on its way to (so the user does not ask for another change meanwhile).
+#[derive(Default)]
+struct OrderBook {
+    orders: HashMap<String, (String, Option<String>)>,
+}
+
+const FINAL: &[&str] = &["CANCELLED", "DELIVERED", "REJECTED"];
+
+impl OrderBook {
+    fn pick(&self, wanted: &[&str]) -> Option<(String, String)> {
+        let candidates: Vec<_> = self
+            .orders
+            .iter()
+            .filter(|(_, (status, requested))| {
+                requested.is_none() && wanted.contains(&status.as_str())
+            })
+            .collect();
+        (!candidates.is_empty()).then(|| {
+            let (id, (status, _)) = candidates[fastrand::usize(0..candidates.len())];
+            (id.clone(), status.clone())
+        })
+    }
+}
+
+fn next_status(status: &str) -> Option<&'static str> {
+    match status {
+        "CONFIRMED" => Some("RECEIVED"),
+        "RECEIVED" => Some("OUT_FOR_DELIVERY"),
+        "OUT_FOR_DELIVERY" => Some("DELIVERED"),
+        _ => None,
+    }
+}
+
+const CANCELLABLE: &[&str] = &["PENDING", "CONFIRMED", "RECEIVED"];
+const ADVANCEABLE: &[&str] = &["CONFIRMED", "RECEIVED", "OUT_FOR_DELIVERY"];
+
+/// A customer's own WebSocket subscription to every change of their orders.
+async fn subscribe(
+    server: &BenchServer,
+    token: &str,
+    book: Shared<OrderBook>,
+    recorder: Shared<Recorder>,
+) -> tokio::task::JoinHandle<()> {
+    let mut request = server.websocket_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket connects");
+    let init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    socket
+        .send(WsMessage::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    socket.next().await.unwrap().unwrap();
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {
+        "query": "subscription { orderStatusChanged { orderId to version outcome } }"}});
+    socket
+        .send(WsMessage::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = socket.next().await {
+            let WsMessage::Text(text) = frame else {
+                continue;
+            };
+            let now = Instant::now();
+            let message: Value = serde_json::from_str(&text).unwrap_or_default();
+            let change = &message["payload"]["data"]["orderStatusChanged"];
+            let (Some(id), Some(to)) = (change["orderId"].as_str(), change["to"].as_str()) else {
+                continue;
+            };
+            {
+                let mut book = book.lock().unwrap();
+                let entry = book.orders.entry(id.to_owned()).or_default();
+                entry.0 = to.to_owned();
+                let settled = change["outcome"] == "REFUSED"
+                    || FINAL.contains(&to)
+                    || entry.1.as_deref() == Some(to);
+                if settled {
+                    entry.1 = None;
+                }
+            }
+            let mut recorder = recorder.lock().unwrap();
+            match to {
+                "CONFIRMED" => {
+                    recorder.confirmed.insert(id.to_owned(), now);
+                }
+                "REJECTED" => recorder.rejected += 1,
+                _ => {}
+            }
+        }
+    })
+}
+
+struct User {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    staff: String,
+    catalogue: Arc<Catalogue>,
+    book: Shared<OrderBook>,
+    recorder: Shared<Recorder>,
+}
+
+impl User {
+    async fn timed(
+        &self,
+        operation: &'static str,
+        token: &str,
+        document: &str,
+        field: &str,
+        variables: Value,
+        due: Instant,
+    ) -> Result<Value, String> {
+        let body = graphql(&self.client, &self.url, token, document, variables).await;
+        let outcome = field_of(body, field);
+        self.recorder
+            .lock()
+            .unwrap()
+            .record(operation, due.elapsed(), &outcome);
+        outcome
+    }
+
+    async fn place(&self, due: Instant) -> Option<String> {
+        let variables = json!({ "input": { "items": self.catalogue.order_lines() } });
+        let placed = self
+            .timed(
+                "placeOrder",
+                &self.token,
+                PLACE,
+                "placeOrder",
+                variables,
+                due,
+            )
+            .await
+            .ok()?;
+        let answered = Instant::now();
+        let id = placed["order"]["id"].as_str()?.to_owned();
+        self.recorder
+            .lock()
+            .unwrap()
+            .placed
+            .insert(id.clone(), answered);
+        self.book
+            .lock()
+            .unwrap()
+            .orders
+            .entry(id.clone())
+            .or_insert(("PENDING".into(), None));
+        Some(id)
+    }
+
+    async fn read(&self, id: &str) {
+        let variables = json!({ "id": id });
+        let _ = self
+            .timed(
+                "order",
+                &self.token,
+                READ,
+                "order",
+                variables,
+                Instant::now(),
+            )
+            .await;
+    }
+
+    /// Cancels (as the customer) or advances (as staff) the order, if its status allows.
+    async fn change(&self, id: &str, status: &str, cancel: bool) {
+        let (to, token, operation) = if cancel {
+            ("CANCELLED", &self.token, "updateOrderStatus(cancel)")
+        } else {
+            match next_status(status) {
+                Some(to) => (to, &self.staff, "updateOrderStatus(advance)"),
+                None => return,
+            }
+        };
+        if let Some(entry) = self.book.lock().unwrap().orders.get_mut(id) {
+            entry.1 = Some(to.to_owned());
+        }
+        let variables = json!({ "input": { "orderId": id, "status": to } });
+        let _ = self
+            .timed(
+                operation,
+                token,
+                UPDATE,
+                "updateOrderStatus",
+                variables,
+                Instant::now(),
+            )
+            .await;
+    }
+
+    /// One action of the old profile.
+    async fn act(&self) {
+        match fastrand::u8(0..4) {
+            0 => {
+                let Some(id) = self.place(Instant::now()).await else {
+                    return;
+                };
+                self.read(&id).await;
+                if fastrand::bool() {
+                    self.change(&id, "PENDING", true).await;
+                } else {
+                    // Advancing needs the inventory check's decision: wait for it (briefly).
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while Instant::now() < deadline {
+                        let status = self
+                            .book
+                            .lock()
+                            .unwrap()
+                            .orders
+                            .get(&id)
+                            .map(|e| e.0.clone());
+                        if status.as_deref() != Some("PENDING") {
+                            if let Some(status) = status {
+                                self.change(&id, &status, false).await;
+                            }
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            1 => {
+                let picked = {
+                    let book = self.book.lock().unwrap();
+                    let ids: Vec<&String> = book.orders.keys().collect();
+                    (!ids.is_empty()).then(|| ids[fastrand::usize(0..ids.len())].clone())
+                };
+                if let Some(id) = picked {
+                    self.read(&id).await;
+                }
+            }
+            2 => {
+                let picked = self.book.lock().unwrap().pick(CANCELLABLE);
+                if let Some((id, status)) = picked {
+                    self.change(&id, &status, true).await;
+                }
+            }
+            _ => {
+                let picked = self.book.lock().unwrap().pick(ADVANCEABLE);
+                if let Some((id, status)) = picked {
+                    self.change(&id, &status, false).await;
+                }
+            }
+        }
+    }
+}
+
+async fn make_users(
+    server: &BenchServer,
+    count: usize,
+    catalogue: Arc<Catalogue>,
+    recorder: &Shared<Recorder>,
+) -> (Vec<Arc<User>>, Vec<tokio::task::JoinHandle<()>>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(count)
+        .build()
+        .unwrap();
+    let staff = server.token("load-staff", Role::Staff);
+    let mut users = Vec::with_capacity(count);
+    let mut subscriptions = Vec::with_capacity(count);
+    for i in 0..count {
+        let token = server.token(&format!("load-user-{i}"), Role::Customer);
+        let book: Shared<OrderBook> = Arc::default();
+        subscriptions.push(subscribe(server, &token, book.clone(), recorder.clone()).await);
+        users.push(Arc::new(User {
+            client: client.clone(),
+            url: server.graphql_url(),
+            token,
+            staff: staff.clone(),
+            catalogue: catalogue.clone(),
+            book,
+            recorder: recorder.clone(),
+        }));
+    }
+    // Time for the subscriptions to register with the live feed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (users, subscriptions)
+}
+
+/// Closed loop: every user acts, thinks 0-300 ms, and acts again until the time is up.
+async fn run_profile(users: &[Arc<User>], seconds: u64) -> Duration {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let user = user.clone();
+            tokio::spawn(async move {
+                // Spread the users' first actions over the first think time.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..300))).await;
+                while Instant::now() < deadline {
+                    user.act().await;
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=300))).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// Open loop: `rate` placeOrder calls per second, due on a fixed schedule.
+async fn run_open(users: &[Arc<User>], seconds: u64, rate: f64) -> Duration {
+    let started = Instant::now();
+    let total = (rate * seconds as f64) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let user = users[i % users.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            user.place(due).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn summary(values: &mut [f64]) -> Value {
+    values.sort_by(f64::total_cmp);
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    json!({
+        "count": values.len(),
+        "p50_ms": round(percentile(values, 0.50)),
+        "p95_ms": round(percentile(values, 0.95)),
+        "p99_ms": round(percentile(values, 0.99)),
+        "max_ms": round(values.last().copied().unwrap_or(f64::NAN)),
+    })
+}
+
+async fn run_api(args: &Args) -> Value {
+    let catalogue = Arc::new(Catalogue {
+        hot: args.catalogue == "hot",
+    });
+    let mut flags = vec![
+        "--max-connections-per-user=1000".to_owned(),
+        "--mutations-per-second=100000".to_owned(),
+        "--mutation-burst=100000".to_owned(),
+    ];
+    flags.extend(args.serve_flags.iter().cloned());
+    let server = BenchServer::start("load", &flags).await;
+    let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    oms::db::inventory::create_many(&mut conn, &catalogue.items())
+        .await
+        .unwrap();
+    drop(conn);
+
+    let recorder: Shared<Recorder> = Arc::default();
+    let users_wanted = if args.mode == "open" {
+        args.users.min(200)
+    } else {
+        args.users
+    };
+    let (users, subscriptions) =
+        make_users(&server, users_wanted, catalogue.clone(), &recorder).await;
+    let rss_before = server.rss_kib();
+    let elapsed = match args.mode.as_str() {
+        "open" => run_open(&users, args.seconds, args.rate).await,
+        _ => run_profile(&users, args.seconds).await,
+    };
+    // Let the last inventory checks land.
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (placed, decided) = {
+            let r = recorder.lock().unwrap();
+            (r.placed.len(), r.confirmed.len() + r.rejected)
+        };
+        if decided >= placed || Instant::now() > drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_after = server.rss_kib();
+    for subscription in subscriptions {
+        subscription.abort();
+    }
+    let check = tokio::process::Command::new(
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("oms"),
+    )
+    .args(["check", "--database-url", &server.database_url])
+    .output()
+    .await
+    .unwrap();
+    let audit_passed = check.status.success();
+    let audit = String::from_utf8_lossy(&check.stdout).trim().to_owned()
+        + String::from_utf8_lossy(&check.stderr).trim();
+    server.stop().await;
+
+    let mut recorder = recorder.lock().unwrap();
+    let requests: usize = recorder.latencies.values().map(Vec::len).sum();
+    let errors: usize = recorder.errors.values().sum();
+    let mut confirm_delays: Vec<f64> = recorder
+        .confirmed
+        .iter()
+        .filter_map(|(id, confirmed)| {
+            let placed = recorder.placed.get(id)?;
+            Some(confirmed.saturating_duration_since(*placed).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let first_placed = recorder.placed.values().min().copied();
+    let last_confirmed = recorder.confirmed.values().max().copied();
+    let confirmed_per_second = match (first_placed, last_confirmed) {
+        (Some(first), Some(last)) if last > first => {
+            recorder.confirmed.len() as f64 / last.duration_since(first).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    let errors_by_operation = recorder.errors.clone();
+    let operations: serde_json::Map<String, Value> = recorder
+        .latencies
+        .iter_mut()
+        .map(|(operation, values)| {
+            let mut figures = summary(values);
+            figures["errors"] = json!(errors_by_operation.get(operation).copied().unwrap_or(0));
+            (operation.to_string(), figures)
+        })
+        .collect();
+    json!({
+        "mode": args.mode,
+        "catalogue": args.catalogue,
+        "users": users_wanted,
+        "offered_rate": (args.mode == "open").then_some(args.rate),
+        "seconds": (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+        "requests": requests,
+        "requests_per_second": (requests as f64 / elapsed.as_secs_f64()).round(),
+        "errors": errors,
+        "error_rate_percent": if requests == 0 { 0.0 } else { errors as f64 * 100.0 / requests as f64 },
+        "error_samples": recorder.error_samples,
+        "operations": operations,
+        "placed": recorder.placed.len(),
+        "confirmed": recorder.confirmed.len(),
+        "rejected": recorder.rejected,
+        "confirmed_per_second": confirmed_per_second.round(),
+        "placed_to_confirmed": summary(&mut confirm_delays),
+        "server_rss_mib": { "before": rss_before / 1024, "after": rss_after / 1024 },
+        "audit_passed": audit_passed,
+        "audit": audit,
+    })
+}
+
+/// The broker alone: produce `messages` of oms's size, consume them back, then time single
+/// messages produce -> consume.
+async fn run_broker(args: &Args) -> Value {
+    let brokers = support::brokers();
+    let topic = format!(
+        "load-broker-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let admin: rdkafka::admin::AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                &topic,
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    // An OrderPlaced event as oms writes it: about 400 bytes.
+    let payload = json!({
+        "eventId": uuid::Uuid::now_v7(), "schemaVersion": 1, "orderId": uuid::Uuid::now_v7(),
+        "version": 1, "occurredAt": chrono::Utc::now(), "type": "OrderPlaced",
+        "data": { "userId": "load-user-123", "lines": [
+            { "sku": "SKU-01234", "quantity": 2 }, { "sku": "SKU-04321", "quantity": 1 },
+            { "sku": "SKU-11111", "quantity": 3 } ] },
+        "padding": "x".repeat(120),
+    })
+    .to_string();
+
+    let started = Instant::now();
+    let sends: Vec<_> = (0..args.messages)
+        .map(|i| {
+            let key = i.to_string();
+            producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+                .unwrap()
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    let produce_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut consumed = 0;
+    while consumed < args.messages {
+        consumer.recv().await.unwrap();
+        consumed += 1;
+    }
+    let consume_seconds = started.elapsed().as_secs_f64();
+    let mut round_trips = Vec::new();
+    for i in 0..200 {
+        let sent = Instant::now();
+        let key = format!("rt-{i}");
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        loop {
+            let message = consumer.recv().await.unwrap();
+            if message.key() == Some(key.as_bytes()) {
+                break;
+            }
+        }
+        round_trips.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    json!({
+        "mode": "broker",
+        "message_bytes": payload.len(),
+        "messages": args.messages,
+        "produce_per_second": (args.messages as f64 / produce_seconds).round(),
+        "consume_per_second": (args.messages as f64 / consume_seconds).round(),
+        "produce_to_consume": summary(&mut round_trips),
+    })
+}
+
+fn print_table(report: &Value) {
+    if report["mode"] == "broker" {
+        println!(
+            "broker: {} messages of {} bytes; produce {}/s, consume {}/s; one message produce->consume p50 {} ms, p99 {} ms",
+            report["messages"], report["message_bytes"], report["produce_per_second"],
+            report["consume_per_second"], report["produce_to_consume"]["p50_ms"],
+            report["produce_to_consume"]["p99_ms"]
+        );
+        return;
+    }
+    println!(
+        "{} mode, {} catalogue, {} users{}: {} requests in {} s = {} requests/s, errors {} ({:.3}%)",
+        report["mode"].as_str().unwrap(),
+        report["catalogue"].as_str().unwrap(),
+        report["users"],
+        report["offered_rate"].as_f64().map(|r| format!(", offered {r} placeOrder/s")).unwrap_or_default(),
+        report["requests"],
+        report["seconds"],
+        report["requests_per_second"],
+        report["errors"],
+        report["error_rate_percent"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "operation", "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"
+    );
+    let row = |name: &str, figures: &Value| {
+        println!(
+            "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            name,
+            figures["count"],
+            figures["p50_ms"],
+            figures["p95_ms"],
+            figures["p99_ms"],
+            figures["max_ms"],
+            figures
+                .get("errors")
+                .map(Value::to_string)
+                .unwrap_or("-".into()),
+        )
+    };
+    for (operation, figures) in report["operations"].as_object().unwrap() {
+        row(operation, figures);
+    }
+    row("placed -> CONFIRMED (live)", &report["placed_to_confirmed"]);
+    println!(
+        "orders placed {}, confirmed {}, rejected {}; confirmed orders/s {}; server RSS {} -> {} MiB; audit {}",
+        report["placed"], report["confirmed"], report["rejected"], report["confirmed_per_second"],
+        report["server_rss_mib"]["before"], report["server_rss_mib"]["after"],
+        if report["audit_passed"] == true { "passed (no oversold stock, ledger balances)" } else { "FAILED" },
+    );
+    if report["audit_passed"] != true {
+        println!("{}", report["audit"].as_str().unwrap_or_default());
+    }
+    for sample in report["error_samples"].as_array().unwrap() {
+        println!("  error: {}", sample.as_str().unwrap_or_default());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let report = match args.mode.as_str() {
+        "broker" => run_broker(&args).await,
+        "profile" | "open" => run_api(&args).await,
+        other => panic!("unknown mode {other}: profile, open or broker"),
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    }
+}
