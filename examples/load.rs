@@ -564,6 +564,21 @@ async fn run_api(args: &Args) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_after = server.rss_kib();
+    // Where the time went inside oms: consumer and relay timings, backlog, lag.
+    let internals: Vec<String> = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            !line.starts_with('#')
+                && (line.contains("_sum") || line.contains("_count") || line.contains("lag")
+                    || line.contains("backlog"))
+        })
+        .map(str::to_owned)
+        .collect();
     for subscription in subscriptions {
         subscription.abort();
     }
@@ -632,6 +647,7 @@ async fn run_api(args: &Args) -> Value {
         "confirmed_per_second": confirmed_per_second.round(),
         "placed_to_confirmed": summary(&mut confirm_delays),
         "server_rss_mib": { "before": rss_before / 1024, "after": rss_after / 1024 },
+        "oms_metrics": internals,
         "audit_passed": audit_passed,
         "audit": audit,
     })
