@@ -9,6 +9,9 @@
 //!   the answers' latency (latency counts from the moment each call was due).
 //! - `broker`: the broker's own produce and consume rate and single-message round trip, for
 //!   messages of the size oms sends (no oms involved).
+//! - `read`: `order(id)` queries per second through oms (GraphQL, JWT, DataLoader), beside a plain
+//!   axum + sqlx handler running the same SQL on the same database (`--users` concurrent
+//!   clients, each request waiting for the previous one).
 //!
 //! It reports requests/s; latency p50 / p95 / p99 / max per operation; placed -> CONFIRMED as
 //! seen by the subscriber; confirmed orders/s; errors counted from the response bodies (GraphQL
@@ -20,6 +23,7 @@
 //! target/release/examples/load --mode profile --users 500 --seconds 10 --catalogue uniform
 //! target/release/examples/load --mode open --rate 500 --seconds 10 --catalogue hot
 //! target/release/examples/load --mode broker --messages 20000
+//! target/release/examples/load --mode read --users 64 --seconds 10
 //! ```
 
 #[path = "support/mod.rs"]
@@ -62,7 +66,8 @@ fn args() -> Args {
         json: None,
         serve_flags: Vec::new(),
     };
-    let usage = "usage: load [--mode profile|open|broker] [--users N] [--seconds S] [--rate R] \
+    let usage =
+        "usage: load [--mode profile|open|broker|read] [--users N] [--seconds S] [--rate R] \
                  [--catalogue uniform|hot] [--messages N] [--json FILE] [--serve-flag FLAG]...";
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -524,13 +529,7 @@ async fn run_api(args: &Args) -> Value {
     let catalogue = Arc::new(Catalogue {
         hot: args.catalogue == "hot",
     });
-    let mut flags = vec![
-        "--max-connections-per-user=1000".to_owned(),
-        "--mutations-per-second=100000".to_owned(),
-        "--mutation-burst=100000".to_owned(),
-    ];
-    flags.extend(args.serve_flags.iter().cloned());
-    let server = BenchServer::start("load", &flags).await;
+    let server = BenchServer::start("load", &load_flags(args)).await;
     let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     oms::db::inventory::create_many(&mut conn, &catalogue.items())
@@ -574,7 +573,9 @@ async fn run_api(args: &Args) -> Value {
         .lines()
         .filter(|line| {
             !line.starts_with('#')
-                && (line.contains("_sum") || line.contains("_count") || line.contains("lag")
+                && (line.contains("_sum")
+                    || line.contains("_count")
+                    || line.contains("lag")
                     || line.contains("backlog"))
         })
         .map(str::to_owned)
@@ -755,7 +756,190 @@ async fn run_broker(args: &Args) -> Value {
     })
 }
 
+/// The same SQL as oms's `order(id) { id status version lines { sku quantity } }`, behind a plain
+/// axum + sqlx handler: the reference for oms's own overhead.
+async fn plain_order_handler(
+    axum::extract::State(pool): axum::extract::State<sqlx::PgPool>,
+    axum::extract::Path(id): axum::extract::Path<uuid::Uuid>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(Some(order)) = oms::db::orders::find(&pool, id).await else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    let lines = oms::db::orders::lines_of(&pool, &[id])
+        .await
+        .unwrap_or_default();
+    axum::Json(json!({ "data": { "order": {
+        "id": order.id, "status": order.status.as_str(), "version": order.version,
+        "lines": lines.iter().map(|l| json!({ "sku": l.sku, "quantity": l.quantity })).collect::<Vec<_>>(),
+    } } }))
+    .into_response()
+}
+
+/// Runs `clients` loops of `request` for `seconds`; requests/s and latency.
+async fn hammer<F, Fut>(clients: usize, seconds: u64, request: F) -> Value
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0usize);
+                let mut i = client;
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    if request(i).await.is_err() {
+                        errors += 1;
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    i += clients;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut figures = summary(&mut latencies);
+    figures["requests_per_second"] = json!((latencies.len() as f64 / elapsed).round());
+    figures["errors"] = json!(errors);
+    figures
+}
+
+/// Flags every oms of the load runs gets: the rate limit and connection limit are for
+/// people, not for a load generator acting as hundreds of them.
+fn load_flags(args: &Args) -> Vec<String> {
+    let mut flags = vec![
+        "--max-connections-per-user=1000".to_owned(),
+        "--mutations-per-second=100000".to_owned(),
+        "--mutation-burst=100000".to_owned(),
+    ];
+    flags.extend(args.serve_flags.iter().cloned());
+    flags
+}
+
+async fn run_read(args: &Args) -> Value {
+    let server = BenchServer::start("read", &load_flags(args)).await;
+    let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let catalogue = Catalogue { hot: false };
+    oms::db::inventory::create_many(&mut conn, &catalogue.items())
+        .await
+        .unwrap();
+    drop(conn);
+    let staff = server.token("read-staff", Role::Staff);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.users)
+        .build()
+        .unwrap();
+    let url = server.graphql_url();
+    let mut ids = Vec::new();
+    for _ in 0..1_000 {
+        let variables = json!({ "input": { "items": catalogue.order_lines() } });
+        let placed = field_of(
+            graphql(&client, &url, &staff, PLACE, variables).await,
+            "placeOrder",
+        )
+        .expect("placing the orders to read");
+        ids.push(placed["order"]["id"].as_str().unwrap().to_owned());
+    }
+    let ids = Arc::new(ids);
+
+    // The plain handler, on its own runtime thread like a separate service, on the same pool size.
+    let plain_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&server.database_url)
+        .await
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let plain_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let app = axum::Router::new()
+                    .route("/orders/{id}", axum::routing::get(plain_order_handler))
+                    .with_state(plain_pool);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            })
+    });
+
+    let oms_figures = {
+        let (client, url, staff, ids) = (client.clone(), url.clone(), staff.clone(), ids.clone());
+        hammer(args.users, args.seconds, move |i| {
+            let (client, url, staff, ids) =
+                (client.clone(), url.clone(), staff.clone(), ids.clone());
+            async move {
+                let variables = json!({ "id": ids[i % ids.len()] });
+                field_of(
+                    graphql(&client, &url, &staff, READ, variables).await,
+                    "order",
+                )
+                .map(drop)
+            }
+        })
+        .await
+    };
+    let plain_figures = {
+        let (client, ids) = (client.clone(), ids.clone());
+        hammer(args.users, args.seconds, move |i| {
+            let (client, ids) = (client.clone(), ids.clone());
+            async move {
+                let response = client
+                    .get(format!("http://{plain_addr}/orders/{}", ids[i % ids.len()]))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let body: Value = response.json().await.map_err(|e| e.to_string())?;
+                body["data"]["order"]["id"]
+                    .as_str()
+                    .map(drop)
+                    .ok_or("no order".to_owned())
+            }
+        })
+        .await
+    };
+    server.stop().await;
+    let ratio = oms_figures["requests_per_second"].as_f64().unwrap()
+        / plain_figures["requests_per_second"].as_f64().unwrap();
+    json!({
+        "mode": "read",
+        "clients": args.users,
+        "oms_graphql": oms_figures,
+        "plain_axum_sqlx": plain_figures,
+        "oms_share_of_plain_percent": (ratio * 1000.0).round() / 10.0,
+    })
+}
+
 fn print_table(report: &Value) {
+    if report["mode"] == "read" {
+        for (name, figures) in [
+            ("oms order(id)", &report["oms_graphql"]),
+            ("plain axum + sqlx", &report["plain_axum_sqlx"]),
+        ] {
+            println!(
+                "{name:<20} {} requests/s with {} clients; p50 {} ms, p95 {} ms, p99 {} ms; errors {}",
+                figures["requests_per_second"], report["clients"], figures["p50_ms"],
+                figures["p95_ms"], figures["p99_ms"], figures["errors"]
+            );
+        }
+        println!(
+            "oms reaches {}% of the plain handler's rate",
+            report["oms_share_of_plain_percent"]
+        );
+        return;
+    }
     if report["mode"] == "broker" {
         println!(
             "broker: {} messages of {} bytes; produce {}/s, consume {}/s; one message produce->consume p50 {} ms, p99 {} ms",
@@ -819,8 +1003,9 @@ async fn main() {
     let args = args();
     let report = match args.mode.as_str() {
         "broker" => run_broker(&args).await,
+        "read" => run_read(&args).await,
         "profile" | "open" => run_api(&args).await,
-        other => panic!("unknown mode {other}: profile, open or broker"),
+        other => panic!("unknown mode {other}: profile, open, broker or read"),
     };
     print_table(&report);
     if let Some(path) = &args.json {
