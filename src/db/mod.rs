@@ -54,6 +54,11 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+pub fn is_foreign_key_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_foreign_key_violation() && db.constraint() == Some(constraint))
+}
+
 impl Type<Postgres> for OrderStatus {
     fn type_info() -> PgTypeInfo {
         <&str as Type<Postgres>>::type_info()

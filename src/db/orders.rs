@@ -50,38 +50,62 @@ pub struct NewOrder<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder<'_>) -> sqlx::Result<OrderRow> {
+/// The foreign key of an order line's SKU: violated when a line names an unknown SKU.
+pub const LINE_SKU_CONSTRAINT: &str = "order_lines_sku_fkey";
+
+/// Places an order in one statement (so one round trip, atomic without a transaction): the
+/// PENDING order at `placed.at`, its lines numbered from 1, its first history entry `placed`, and its
+/// `events` in the outbox, waking the relays. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key
+/// was used, and on [`LINE_SKU_CONSTRAINT`] when a SKU does not exist.
+pub async fn insert_placed(
+    db: impl PgExecutor<'_>,
+    order: &NewOrder<'_>,
+    lines: &[(String, i32)],
+    placed: &StatusChangeRow,
+    events: &[super::outbox::OutboxMessage],
+) -> sqlx::Result<OrderRow> {
+    let (skus, quantities): (Vec<&str>, Vec<i32>) =
+        lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
+    let (event_ids, streams, keys, payloads) = super::outbox::columns(events);
     sqlx::query_as(&format!(
-        "insert into orders (id, user_id, status, version, idempotency_key)
-         values ($1, $2, 'PENDING', 1, $3)
-         returning {ORDER_COLUMNS}"
+        "with placed as (
+             insert into orders (id, user_id, status, version, idempotency_key, created_at,
+                                 updated_at)
+             values ($1, $2, 'PENDING', 1, $3, $4, $4)
+             returning {ORDER_COLUMNS}
+         ), lines as (
+             insert into order_lines (order_id, line_no, sku, quantity)
+             select $1, line.no::int, line.sku, line.quantity
+             from unnest($5::text[], $6::int[]) with ordinality as line(sku, quantity, no)
+         ), history as (
+             insert into order_status_history
+                 (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
+             values ($1, $7, $8, $9, $10, $11, $12, $4)
+         ), events as (
+             insert into outbox (event_id, stream, message_key, payload)
+             select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[])
+         )
+         select placed.*, pg_notify($17, '')::text as notified from placed"
     ))
     .bind(order.id)
     .bind(order.user_id)
     .bind(order.idempotency_key)
-    .fetch_one(conn)
-    .await
-}
-
-/// Inserts an order's lines, numbered from 1 in the given order.
-pub async fn insert_lines(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    lines: &[(String, i32)],
-) -> sqlx::Result<()> {
-    let (skus, quantities): (Vec<&str>, Vec<i32>) =
-        lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
-    sqlx::query(
-        "insert into order_lines (order_id, line_no, sku, quantity)
-         select $1, line.no::int, line.sku, line.quantity
-         from unnest($2::text[], $3::int[]) with ordinality as line(sku, quantity, no)",
-    )
-    .bind(order_id)
+    .bind(placed.at)
     .bind(skus)
     .bind(quantities)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(placed.version)
+    .bind(placed.from_status)
+    .bind(placed.to_status)
+    .bind(&placed.reason)
+    .bind(&placed.actor_id)
+    .bind(&placed.actor_role)
+    .bind(event_ids)
+    .bind(streams)
+    .bind(keys)
+    .bind(payloads)
+    .bind(super::outbox::NOTIFY_CHANNEL)
+    .fetch_one(db)
+    .await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {

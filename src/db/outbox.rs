@@ -52,11 +52,11 @@ impl From<&StockLevelChanged> for OutboxMessage {
     }
 }
 
-/// Queues events in the caller's transaction and wakes relays when it commits.
-pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
-    if messages.is_empty() {
-        return Ok(());
-    }
+/// The outbox columns of `messages`, as arrays for `unnest($1::uuid[], $2::text[], $3::text[],
+/// $4::jsonb[])`.
+pub(super) fn columns(
+    messages: &[OutboxMessage],
+) -> (Vec<Uuid>, Vec<&str>, Vec<&str>, Vec<&serde_json::Value>) {
     let mut ids = Vec::with_capacity(messages.len());
     let mut streams = Vec::with_capacity(messages.len());
     let mut keys = Vec::with_capacity(messages.len());
@@ -67,6 +67,15 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
         keys.push(message.key.as_str());
         payloads.push(&message.payload);
     }
+    (ids, streams, keys, payloads)
+}
+
+/// Queues events in the caller's transaction and wakes relays when it commits.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let (ids, streams, keys, payloads) = columns(messages);
     sqlx::query(
         "insert into outbox (event_id, stream, message_key, payload)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",

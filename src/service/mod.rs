@@ -37,20 +37,30 @@ pub async fn announce_change(
     actor: Option<Actor>,
     mut also: Vec<OutboxMessage>,
 ) -> sqlx::Result<()> {
-    db::orders::record_change(
-        conn,
-        &StatusChangeRow {
-            order_id: order.id,
-            version: order.version,
-            from_status: from,
-            to_status: order.status,
-            reason: reason.clone(),
-            actor_id: actor.as_ref().map(|a| a.user_id.clone()),
-            actor_role: actor.as_ref().map(|a| a.role.as_str().to_owned()),
-            at: order.updated_at,
-        },
-    )
-    .await?;
+    let (entry, changed) = status_change(order, from, reason, actor);
+    db::orders::record_change(conn, &entry).await?;
+    also.push((&changed).into());
+    db::outbox::enqueue(conn, &also).await
+}
+
+/// The history entry and the `OrderStatusChanged` event of `order`, which has just reached its
+/// current status and version (at its `updated_at`) from `from`.
+pub fn status_change(
+    order: &OrderRow,
+    from: Option<OrderStatus>,
+    reason: Option<String>,
+    actor: Option<Actor>,
+) -> (StatusChangeRow, Event) {
+    let entry = StatusChangeRow {
+        order_id: order.id,
+        version: order.version,
+        from_status: from,
+        to_status: order.status,
+        reason: reason.clone(),
+        actor_id: actor.as_ref().map(|a| a.user_id.clone()),
+        actor_role: actor.as_ref().map(|a| a.role.as_str().to_owned()),
+        at: order.updated_at,
+    };
     let mut changed = Event::new(
         order.id,
         order.version,
@@ -63,8 +73,7 @@ pub async fn announce_change(
         }),
     );
     changed.occurred_at = order.updated_at;
-    also.push((&changed).into());
-    db::outbox::enqueue(conn, &also).await
+    (entry, changed)
 }
 
 /// The stock event of `item`, which has just changed by `delta` (and was low on stock before

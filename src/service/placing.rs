@@ -1,13 +1,16 @@
 //! Placing an order: validated, stored PENDING with its lines and first history entry, and
-//! announced to the inventory check and to subscribers, all in one transaction.
+//! announced to the inventory check and to subscribers, all in one statement (one round trip).
 
 use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::{NewOrder, OrderRow};
+use crate::db::outbox::OutboxMessage;
 use crate::domain::events::{Actor, Event, EventBody, EventLine, OrderPlaced};
 use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine};
+use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
+use chrono::{SubsecRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -32,38 +35,25 @@ pub async fn place_order(
             return replay(pool, existing, &lines).await;
         }
     }
-    let unknown = unknown_skus(pool, &lines).await?;
-    if !unknown.is_empty() {
-        return Ok(Err(unknown));
-    }
-
-    let mut tx = pool.begin().await?;
-    let new_order = NewOrder {
+    // The order as it will be stored; the statement that stores it also writes its lines, its
+    // first history entry and its events, in one round trip.
+    let now = Utc::now().trunc_subsecs(6);
+    let pending = OrderRow {
         id: Uuid::now_v7(),
-        user_id: &viewer.user_id,
-        idempotency_key: idempotency_key.as_deref(),
+        user_id: viewer.user_id.clone(),
+        status: OrderStatus::Pending,
+        rejection_reason: None,
+        version: 1,
+        stock_deducted: false,
+        idempotency_key: idempotency_key.clone(),
+        created_at: now,
+        updated_at: now,
     };
-    let order = match db::orders::insert_order(&mut tx, &new_order).await {
-        Ok(order) => order,
-        // The same key placed concurrently: the other request won; answer with its order.
-        Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
-            drop(tx);
-            let key = idempotency_key.as_deref().unwrap_or_default();
-            let existing = db::orders::find_by_idempotency_key(pool, &viewer.user_id, key)
-                .await?
-                .ok_or_else(|| AppError::Internal(e.into()))?;
-            return replay(pool, existing, &lines).await;
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let line_pairs: Vec<(String, i32)> =
-        lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-    db::orders::insert_lines(&mut tx, order.id, &line_pairs).await?;
     let placed = Event::new(
-        order.id,
-        order.version,
+        pending.id,
+        pending.version,
         EventBody::OrderPlaced(OrderPlaced {
-            user_id: order.user_id.clone(),
+            user_id: pending.user_id.clone(),
             lines: lines
                 .iter()
                 .map(|l| EventLine {
@@ -77,16 +67,36 @@ pub async fn place_order(
         user_id: viewer.user_id.clone(),
         role: viewer.role,
     };
-    super::announce_change(
-        &mut tx,
-        &order,
-        None,
-        None,
-        Some(actor),
-        vec![(&placed).into()],
-    )
-    .await?;
-    tx.commit().await?;
+    let (first_entry, changed) = super::status_change(&pending, None, None, Some(actor));
+    let events: [OutboxMessage; 2] = [(&placed).into(), (&changed).into()];
+    let line_pairs: Vec<(String, i32)> =
+        lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    let new_order = NewOrder {
+        id: pending.id,
+        user_id: &viewer.user_id,
+        idempotency_key: idempotency_key.as_deref(),
+    };
+    let order =
+        match db::orders::insert_placed(pool, &new_order, &line_pairs, &first_entry, &events).await
+        {
+            Ok(order) => order,
+            // The same key placed concurrently: the other request won; answer with its order.
+            Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
+                let key = idempotency_key.as_deref().unwrap_or_default();
+                let existing = db::orders::find_by_idempotency_key(pool, &viewer.user_id, key)
+                    .await?
+                    .ok_or_else(|| AppError::Internal(e.into()))?;
+                return replay(pool, existing, &lines).await;
+            }
+            Err(e) if db::is_foreign_key_violation(&e, db::orders::LINE_SKU_CONSTRAINT) => {
+                let unknown = unknown_skus(pool, &lines).await?;
+                if unknown.is_empty() {
+                    return Err(AppError::Internal(e.into()));
+                }
+                return Ok(Err(unknown));
+            }
+            Err(e) => return Err(e.into()),
+        };
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
     Ok(Ok(order))
 }
