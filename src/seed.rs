@@ -18,16 +18,15 @@ pub const DEMO_ITEMS: &[(&str, &str, i32, i32)] = &[
 
 /// Creates the demo items that do not exist yet; returns how many were created.
 pub async fn seed_demo_inventory(pool: &PgPool) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
-    let mut created = 0;
-    for (sku, name, quantity, threshold) in DEMO_ITEMS {
-        if db::inventory::create_if_missing(&mut tx, sku, name, *quantity, *threshold)
-            .await
-            .with_context(|| format!("seeding {sku}"))?
-        {
-            created += 1;
-        }
-    }
-    tx.commit().await?;
-    Ok(created)
+    let items: Vec<(String, String, i32, i32)> = DEMO_ITEMS
+        .iter()
+        .map(|(sku, name, quantity, threshold)| {
+            (sku.to_string(), name.to_string(), *quantity, *threshold)
+        })
+        .collect();
+    let mut conn = pool.acquire().await?;
+    let created = db::inventory::create_many(&mut conn, &items)
+        .await
+        .context("seeding the demo inventory")?;
+    Ok(created as usize)
 }

@@ -219,29 +219,3 @@ pub async fn create_many(
     .await?;
     Ok(created.rows_affected())
 }
-
-/// Creates an item unless its SKU exists; false when it did. The initial stock goes to the ledger.
-pub async fn create_if_missing(
-    conn: &mut PgConnection,
-    sku: &str,
-    name: &str,
-    quantity: i32,
-    low_stock_threshold: i32,
-) -> sqlx::Result<bool> {
-    let created = sqlx::query(
-        "with created as (
-             insert into inventory_items (sku, name, quantity, low_stock_threshold)
-             values ($1, $2, $3, $4) on conflict (sku) do nothing
-             returning sku, quantity
-         )
-         insert into stock_movements (sku, delta, reason)
-         select sku, quantity, 'stock_set' from created",
-    )
-    .bind(sku)
-    .bind(name)
-    .bind(quantity)
-    .bind(low_stock_threshold)
-    .execute(conn)
-    .await?;
-    Ok(created.rows_affected() == 1)
-}

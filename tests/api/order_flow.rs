@@ -258,3 +258,18 @@ async fn an_api_only_instance_and_a_consumers_only_instance_together_run_the_flo
     consumers.stop().await;
     api.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn seeding_the_demo_inventory_twice_creates_it_once_with_its_stock_in_the_ledger() {
+    let app = TestApp::spawn().await;
+    let demo = oms::seed::DEMO_ITEMS;
+    assert_eq!(
+        oms::seed::seed_demo_inventory(&app.pool).await.unwrap(),
+        demo.len()
+    );
+    assert_eq!(oms::seed::seed_demo_inventory(&app.pool).await.unwrap(), 0);
+    let (sku, _, quantity, _) = demo[0];
+    assert_eq!(app.stock_of(sku).await, i64::from(quantity));
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
+}
