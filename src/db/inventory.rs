@@ -20,7 +20,7 @@ pub struct InventoryItemRow {
 impl InventoryItemRow {
     /// At or below its low-stock threshold.
     pub fn is_low_stock(&self) -> bool {
-        self.quantity <= self.low_stock_threshold
+        crate::domain::order::is_low_stock(self.quantity, self.low_stock_threshold)
     }
 }
 

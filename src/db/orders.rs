@@ -43,23 +43,16 @@ const ORDER_COLUMNS: &str = "id, user_id, status, rejection_reason, version, sto
 
 pub const IDEMPOTENCY_CONSTRAINT: &str = "orders_user_idempotency_key";
 
-/// A new order row (status PENDING, version 1).
-pub struct NewOrder<'a> {
-    pub id: Uuid,
-    pub user_id: &'a str,
-    pub idempotency_key: Option<&'a str>,
-}
-
 /// The foreign key of an order line's SKU: violated when a line names an unknown SKU.
 pub const LINE_SKU_CONSTRAINT: &str = "order_lines_sku_fkey";
 
-/// Places an order in one statement (so one round trip, atomic without a transaction): the
-/// PENDING order at `placed.at`, its lines numbered from 1, its first history entry `placed`, and its
+/// Places an order in one statement (so one round trip, atomic without a transaction): `order`
+/// as it is placed, its lines numbered from 1, its first history entry `placed`, and its
 /// `events` in the outbox, waking the relays. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key
 /// was used, and on [`LINE_SKU_CONSTRAINT`] when a SKU does not exist.
 pub async fn insert_placed(
     db: impl PgExecutor<'_>,
-    order: &NewOrder<'_>,
+    order: &OrderRow,
     lines: &[(String, i32)],
     placed: &StatusChangeRow,
     events: &[super::outbox::OutboxMessage],
@@ -68,10 +61,11 @@ pub async fn insert_placed(
         lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
     let (event_ids, streams, keys, payloads) = super::outbox::columns(events);
     sqlx::query_as(&format!(
-        "with placed as (
+        "-- The order and its first history entry share status ($9), version ($7) and time ($4).
+         with placed as (
              insert into orders (id, user_id, status, version, idempotency_key, created_at,
                                  updated_at)
-             values ($1, $2, 'PENDING', 1, $3, $4, $4)
+             values ($1, $2, $9, $7, $3, $4, $4)
              returning {ORDER_COLUMNS}
          ), lines as (
              insert into order_lines (order_id, line_no, sku, quantity)
@@ -88,9 +82,9 @@ pub async fn insert_placed(
          select placed.*, pg_notify($17, '')::text as notified from placed"
     ))
     .bind(order.id)
-    .bind(order.user_id)
-    .bind(order.idempotency_key)
-    .bind(placed.at)
+    .bind(&order.user_id)
+    .bind(&order.idempotency_key)
+    .bind(order.created_at)
     .bind(skus)
     .bind(quantities)
     .bind(placed.version)

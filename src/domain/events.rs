@@ -203,7 +203,7 @@ pub struct StockLevelChanged {
 impl StockLevelChanged {
     /// Low on stock: at or below the item's threshold (the `lowStock` of an inventory item).
     pub fn is_low_stock(&self) -> bool {
-        self.quantity <= self.low_stock_threshold
+        super::order::is_low_stock(self.quantity, self.low_stock_threshold)
     }
 
     /// Whether this change took the item from above its threshold to at or below it.

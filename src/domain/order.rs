@@ -143,6 +143,11 @@ pub fn check_reason(reason: &str) -> Option<UserError> {
     ))
 }
 
+/// An item is low on stock at or below its low-stock threshold.
+pub fn is_low_stock(quantity: i32, low_stock_threshold: i32) -> bool {
+    quantity <= low_stock_threshold
+}
+
 /// Checks an inventory item as staff set it.
 pub fn validate_inventory_item(
     sku: &str,

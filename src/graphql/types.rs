@@ -127,7 +127,7 @@ impl InventoryItem {
 
     /// Whether the quantity is at or below the low-stock threshold.
     async fn low_stock(&self) -> bool {
-        self.0.quantity <= self.0.low_stock_threshold
+        self.0.is_low_stock()
     }
 
     async fn updated_at(&self) -> DateTime<Utc> {

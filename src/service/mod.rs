@@ -22,6 +22,7 @@ use crate::domain::events::{
     Actor, Event, EventBody, OrderStatusChanged, StockChangeReason, StockLevelChanged,
     EVENT_SCHEMA_VERSION,
 };
+use crate::domain::order::is_low_stock;
 use crate::domain::status::OrderStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -110,7 +111,7 @@ pub fn stock_moved_by_order(
     moved
         .iter()
         .map(|MovedItem { item, delta }| {
-            let was_low_stock = item.quantity - delta <= item.low_stock_threshold;
+            let was_low_stock = is_low_stock(item.quantity - delta, item.low_stock_threshold);
             (&stock_level_changed(item, *delta, was_low_stock, reason, Some(order_id))).into()
         })
         .collect()

@@ -3,7 +3,7 @@
 
 use crate::auth::Viewer;
 use crate::db;
-use crate::db::orders::{NewOrder, OrderRow};
+use crate::db::orders::OrderRow;
 use crate::db::outbox::OutboxMessage;
 use crate::domain::events::{Actor, Event, EventBody, EventLine, OrderPlaced};
 use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine};
@@ -71,14 +71,8 @@ pub async fn place_order(
     let events: [OutboxMessage; 2] = [(&placed).into(), (&changed).into()];
     let line_pairs: Vec<(String, i32)> =
         lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-    let new_order = NewOrder {
-        id: pending.id,
-        user_id: &viewer.user_id,
-        idempotency_key: idempotency_key.as_deref(),
-    };
     let order =
-        match db::orders::insert_placed(pool, &new_order, &line_pairs, &first_entry, &events).await
-        {
+        match db::orders::insert_placed(pool, &pending, &line_pairs, &first_entry, &events).await {
             Ok(order) => order,
             // The same key placed concurrently: the other request won; answer with its order.
             Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
