@@ -1,7 +1,14 @@
-# Sourced by scripts/dev and scripts/test: makes sure PostgreSQL and a Kafka-compatible broker
-# (tansu) are running on this machine, starting or installing them when needed.
+# Sourced by scripts/dev, scripts/test and scripts/bench: makes sure PostgreSQL and a
+# Kafka-compatible broker (tansu) are running on this machine, starting or installing them when
+# needed.
 #
-# Exports DATABASE_URL (unless set) and KAFKA_BROKERS.
+# OMS_BROKER=shared (the default, for scripts/dev) uses the broker on KAFKA_PORT, starting one when
+# none listens. OMS_BROKER=private (scripts/test, scripts/bench) starts a fresh broker of the
+# script's own on a free port and stops it when the script exits: tansu keeps everything in
+# memory, and one left running for hours coordinates consumer groups so slowly that they stall,
+# so tests and benchmarks never reuse a broker they did not start.
+#
+# Exports KAFKA_BROKERS.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -40,28 +47,53 @@ ensure_postgres() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-ensure_tansu() {
+install_tansu_if_missing() {
   export PATH="$HOME/.cargo/bin:$PATH"
-  if port_open "$KAFKA_PORT"; then return; fi
   if ! command -v tansu >/dev/null 2>&1; then
     log "installing tansu, the Kafka-compatible broker used locally (about 10 minutes, once)"
     cargo install tansu --locked --features dynostore
   fi
-  log "starting tansu on 127.0.0.1:$KAFKA_PORT (in memory; log: $STATE_DIR/tansu.log)"
+}
+
+# Starts tansu on $1 in the background, logging to $2; waits until it listens.
+start_tansu() {
+  local port=$1 logfile=$2
+  log "starting tansu on 127.0.0.1:$port (in memory; log: $logfile)"
   nohup tansu \
-    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
-  echo $! >"$STATE_DIR/tansu.pid"
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$logfile" 2>&1 &
+  TANSU_PID=$!
   for _ in $(seq 1 100); do
-    port_open "$KAFKA_PORT" && return
+    port_open "$port" && return
     sleep 0.2
   done
-  log "tansu did not start; see $STATE_DIR/tansu.log"; tail -n 20 "$STATE_DIR/tansu.log" >&2; exit 1
+  log "tansu did not start; see $logfile"; tail -n 20 "$logfile" >&2; exit 1
+}
+
+ensure_tansu() {
+  install_tansu_if_missing
+  if port_open "$KAFKA_PORT"; then return; fi
+  start_tansu "$KAFKA_PORT" "$STATE_DIR/tansu.log"
+  echo "$TANSU_PID" >"$STATE_DIR/tansu.pid"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_private_tansu() {
+  install_tansu_if_missing
+  KAFKA_PORT=$(free_port)
+  start_tansu "$KAFKA_PORT" "$STATE_DIR/tansu-$KAFKA_PORT.log"
+  PRIVATE_TANSU_PID=$TANSU_PID
+  trap 'kill "$PRIVATE_TANSU_PID" 2>/dev/null || true' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
 }
 
 ensure_postgres
-ensure_tansu
+if [ "${OMS_BROKER:-shared}" = private ]; then start_private_tansu; else ensure_tansu; fi
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 # tansu sends a consumer that resumes inside a multi-record batch only the batches after it,
 # losing the rest of that batch: one message per batch keeps every message deliverable.

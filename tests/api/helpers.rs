@@ -292,8 +292,21 @@ impl TestApp {
     pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Vec<Value> {
         let mut subscription = self.follow_order(token, order_id).await;
         let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
-            let change = subscription.next_data().await;
+            let Ok(change) = tokio::time::timeout_at(deadline, subscription.next_data()).await
+            else {
+                let stored: Option<String> =
+                    sqlx::query_scalar("select status::text from orders where id = $1::uuid")
+                        .bind(order_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .unwrap();
+                panic!(
+                    "order {order_id} did not reach {status} within {EVENT_TIMEOUT:?}; \
+                     changes seen: {seen:?}; stored status: {stored:?}"
+                );
+            };
             let reached = change["to"] == status && change["outcome"] == "APPLIED";
             seen.push(change);
             if reached {
@@ -447,8 +460,10 @@ impl Subscription {
     /// The next protocol message (keep-alives skipped); `None` when the socket closed, with the
     /// close frame's code and reason in `{"close": code, "reason": ...}`.
     pub async fn next_message(&mut self) -> Option<Value> {
+        // One deadline for the message, not per frame: the server's ping frames keep coming.
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
-            let frame = tokio::time::timeout(EVENT_TIMEOUT, self.socket.next())
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("a WebSocket message within the timeout");
             match frame {
