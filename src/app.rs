@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Relay;
 use crate::{auth, db, kafka, seed};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use rdkafka::consumer::Consumer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,6 +174,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             .with_context(|| format!("listening on {}", args.listen_addr))?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, "GraphQL at http://{local}/graphql, playground at http://{local}/");
+        // Without TCP_NODELAY a subscription event written right after another small frame
+        // waits for the client's delayed ACK (up to 40 ms on Linux).
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "setting TCP_NODELAY on a connection failed");
+            }
+        });
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, router)

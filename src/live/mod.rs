@@ -125,6 +125,7 @@ impl LiveReader {
 
     fn publish(&self, message: &BorrowedMessage<'_>) {
         let topic = message.topic();
+        tracing::trace!(topic, offset = message.offset(), "live event read");
         let undecodable = if topic == self.status_topic {
             decode(message.payload())
                 .map(|event| self.feeds.status.publish(event))
