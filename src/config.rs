@@ -122,6 +122,14 @@ pub struct KafkaArgs {
         default_value_t = 10
     )]
     pub fetch_wait_max_ms: u32,
+    /// Events each consumer applies at once (never two of one order at once; offsets are only
+    /// committed past events that are all applied).
+    #[arg(
+        long = "kafka-consumer-concurrency",
+        env = "KAFKA_CONSUMER_CONCURRENCY",
+        default_value_t = 16
+    )]
+    pub consumer_concurrency: usize,
     /// Most messages the producer packs into one record batch. Apache Kafka: leave the default.
     /// tansu (local runs and tests) needs 1: a consumer resuming at an offset inside a
     /// multi-record batch is sent only the batches after it, so the rest of that batch is lost.

@@ -1,7 +1,9 @@
 //! The consumer loop shared by every Kafka consumer of oms.
 //!
 //! For each message: decode it, hand it to the handler, and only when the handler has committed
-//! its effect store the offset. A transient failure (the database is down, a lock timed out) is
+//! its effect store the offset. Up to `concurrency` messages are handled at once, but never two
+//! with the same key (one order's events apply in order), and a partition's offset only moves
+//! past messages that are all done, so a crash redelivers (harmlessly) instead of skipping. A transient failure (the database is down, a lock timed out) is
 //! retried with backoff, never skipped. A message that can never apply (not an event, an unknown
 //! order, an event from a newer schema) goes to the topic's dead-letter queue with headers saying
 //! why and where it came from, and the consumer carries on.
@@ -9,10 +11,13 @@
 use crate::domain::events::{decode, Event};
 use crate::kafka::LagReporting;
 use crate::metrics::Metrics;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +46,48 @@ pub struct ConsumerLoop<H> {
     pub producer: FutureProducer,
     pub dead_letter_topic: String,
     pub metrics: Metrics,
+    /// Messages handled at once (different keys only).
+    pub concurrency: usize,
+}
+
+/// A handled message: where it was, its key, and whether it was applied (false: shutdown
+/// interrupted it, so its offset must not be stored).
+struct Handled {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    applied: bool,
+}
+
+/// The offsets of one topic's partitions still being handled, in order; `true` once done.
+#[derive(Default)]
+struct OffsetsInFlight {
+    partitions: HashMap<i32, BTreeMap<i64, bool>>,
+}
+
+impl OffsetsInFlight {
+    fn start(&mut self, partition: i32, offset: i64) {
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .insert(offset, false);
+    }
+
+    /// Marks `offset` done; returns the highest offset of the partition below which everything
+    /// is done, if that moved.
+    fn finish(&mut self, partition: i32, offset: i64) -> Option<i64> {
+        let offsets = self.partitions.get_mut(&partition)?;
+        offsets.insert(offset, true);
+        let mut done = None;
+        while let Some(entry) = offsets.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            done = Some(*entry.key());
+            entry.remove();
+        }
+        done
+    }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -48,28 +95,60 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl<H: Handler> ConsumerLoop<H> {
     /// Consumes until `shutdown`; then commits the offsets of everything handled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let concurrency = self.concurrency.max(1);
         let mut receive_backoff = Duration::from_millis(100);
-        loop {
-            let received = tokio::select! {
+        let mut in_flight = FuturesUnordered::new();
+        let mut keys_in_flight: HashSet<Vec<u8>> = HashSet::new();
+        let mut offsets = OffsetsInFlight::default();
+        let mut topic = String::new();
+        let mut interrupted = false;
+        while !interrupted {
+            tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                received = self.consumer.recv() => received,
-            };
-            match received {
-                Ok(message) => {
-                    receive_backoff = Duration::from_millis(100);
-                    if !self.process(&message, &shutdown).await {
-                        break;
-                    }
+                Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
+                    interrupted = !self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
                 }
-                Err(error) => {
-                    tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(receive_backoff) => {}
+                received = self.consumer.recv(), if in_flight.len() < concurrency => match received {
+                    Ok(message) => {
+                        receive_backoff = Duration::from_millis(100);
+                        let message = message.detach();
+                        message.topic().clone_into(&mut topic);
+                        let key = message.key().map(<[u8]>::to_vec);
+                        // One key at a time: wait for its earlier message to finish.
+                        while key.as_ref().is_some_and(|key| keys_in_flight.contains(key)) {
+                            let Some(handled) = in_flight.next().await else { break };
+                            interrupted |= !self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
+                        }
+                        if let Some(key) = &key {
+                            keys_in_flight.insert(key.clone());
+                        }
+                        offsets.start(message.partition(), message.offset());
+                        let (this, shutdown) = (&self, &shutdown);
+                        in_flight.push(async move {
+                            let applied = this.process(&message, shutdown).await;
+                            Handled {
+                                partition: message.partition(),
+                                offset: message.offset(),
+                                key,
+                                applied,
+                            }
+                        });
                     }
-                    receive_backoff = (receive_backoff * 2).min(MAX_BACKOFF);
-                }
+                    Err(error) => {
+                        tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(receive_backoff) => {}
+                        }
+                        receive_backoff = (receive_backoff * 2).min(MAX_BACKOFF);
+                    }
+                },
             }
+        }
+        // Handlers see the shutdown and stop retrying; what they applied is stored.
+        while let Some(handled) = in_flight.next().await {
+            self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
         }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit, or the group is gone: redelivery is harmless.
@@ -78,14 +157,32 @@ impl<H: Handler> ConsumerLoop<H> {
         tracing::info!(consumer = self.name, "consumer stopped");
     }
 
-    /// Handles one message until it is applied or dead-lettered, then stores its offset.
-    /// Returns false when shutdown interrupted it (its offset is then not stored, so it is
-    /// delivered again).
-    pub async fn process(
+    /// Records a handled message and stores the partition's offset as far as everything is
+    /// done. False when the message was interrupted by shutdown.
+    fn finish(
         &self,
-        message: &BorrowedMessage<'_>,
-        shutdown: &CancellationToken,
+        handled: Handled,
+        topic: &str,
+        offsets: &mut OffsetsInFlight,
+        keys_in_flight: &mut HashSet<Vec<u8>>,
     ) -> bool {
+        if let Some(key) = &handled.key {
+            keys_in_flight.remove(key);
+        }
+        if !handled.applied {
+            return false;
+        }
+        if let Some(done) = offsets.finish(handled.partition, handled.offset) {
+            if let Err(error) = self.consumer.store_offset(topic, handled.partition, done) {
+                tracing::warn!(%error, "storing the offset failed; messages may be redelivered");
+            }
+        }
+        true
+    }
+
+    /// Handles one message until it is applied or dead-lettered. Returns false when shutdown
+    /// interrupted it (its offset is then not stored, so it is delivered again).
+    pub async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let span = tracing::info_span!(
             "consume",
             consumer = self.name,
@@ -114,9 +211,6 @@ impl<H: Handler> ConsumerLoop<H> {
                     }
                 }
             }
-            if let Err(error) = self.consumer.store_offset_from_message(message) {
-                tracing::warn!(%error, "storing the offset failed; the message may be redelivered");
-            }
             self.record(message, started);
             true
         }
@@ -124,7 +218,7 @@ impl<H: Handler> ConsumerLoop<H> {
         .await
     }
 
-    fn record(&self, message: &BorrowedMessage<'_>, started: std::time::Instant) {
+    fn record(&self, message: &OwnedMessage, started: std::time::Instant) {
         let topic = message.topic();
         self.metrics
             .consumer_processing_seconds
@@ -159,7 +253,7 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Copies the message to the dead-letter topic, retrying until the broker takes it.
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -218,5 +312,32 @@ impl<H: Handler> ConsumerLoop<H> {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OffsetsInFlight;
+
+    #[test]
+    fn a_partitions_offset_only_moves_past_messages_that_are_all_done() {
+        let mut offsets = OffsetsInFlight::default();
+        for offset in 10..14 {
+            offsets.start(0, offset);
+        }
+        offsets.start(1, 7);
+        assert_eq!(offsets.finish(0, 12), None, "10 and 11 are still running");
+        assert_eq!(offsets.finish(0, 10), Some(10));
+        assert_eq!(
+            offsets.finish(1, 7),
+            Some(7),
+            "partitions move on their own"
+        );
+        assert_eq!(
+            offsets.finish(0, 11),
+            Some(12),
+            "11 done, and 12 was already"
+        );
+        assert_eq!(offsets.finish(0, 13), Some(13));
     }
 }
