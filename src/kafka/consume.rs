@@ -13,7 +13,7 @@ use crate::kafka::LagReporting;
 use crate::metrics::Metrics;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -150,10 +150,8 @@ impl<H: Handler> ConsumerLoop<H> {
         while let Some(handled) = in_flight.next().await {
             self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit, or the group is gone: redelivery is harmless.
-            tracing::debug!(consumer = self.name, %error, "final offset commit");
-        }
+        drop(in_flight);
+        crate::kafka::leave_group(self.consumer, self.name).await;
         tracing::info!(consumer = self.name, "consumer stopped");
     }
 

@@ -9,8 +9,7 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::ConsumerContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
@@ -112,6 +111,56 @@ pub fn group_consumer(
             metrics: metrics.clone(),
         })
         .with_context(|| format!("creating the Kafka consumer of group {group_id}"))
+}
+
+/// How long leaving a group may take before the consumer is abandoned to finish on its own.
+const LEAVE_GROUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commits what was stored and leaves the group, without tripping librdkafka's close hang: a
+/// rebalance that arrives while a consumer closes blocks `rd_kafka_assign` in the rebalance
+/// callback forever (confluentinc/librdkafka#4884), and rdkafka closes the consumer when it is
+/// dropped. So first unsubscribe and serve the revocation until nothing is assigned, then
+/// commit and drop the consumer on a thread of its own, waiting for it a bounded time: a hang
+/// there can no longer stall the runtime or the shutdown. Offsets not committed are delivered
+/// again, which the consumers' inbox makes harmless.
+pub async fn leave_group<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>, name: &str) {
+    let deadline = tokio::time::Instant::now() + LEAVE_GROUP_TIMEOUT;
+    consumer.unsubscribe();
+    while consumer
+        .assignment()
+        .is_ok_and(|assigned| assigned.count() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        // Receiving serves the revocation; a message that still arrives is not handled, so
+        // its offset is not stored and it is delivered again.
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    let (closed, closing) = tokio::sync::oneshot::channel();
+    let consumer_name = name.to_owned();
+    let close = move || {
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit: nothing to lose.
+            tracing::debug!(consumer = consumer_name, %error, "final offset commit");
+        }
+        drop(consumer);
+        let _ = closed.send(());
+    };
+    if let Err(error) = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(close)
+    {
+        tracing::warn!(consumer = name, %error, "no thread to close the consumer on");
+        return;
+    }
+    if tokio::time::timeout_at(deadline + LEAVE_GROUP_TIMEOUT, closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            consumer = name,
+            "the consumer did not leave its group in time; leaving it to finish on its own"
+        );
+    }
 }
 
 /// A consumer outside any group that reads partitions it is assigned and commits nothing.
