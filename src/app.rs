@@ -223,7 +223,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
         producer: dead_letters.clone(),
         dead_letter_topic: args.kafka.dead_letter_topic(stream),
         metrics: metrics.clone(),
-        concurrency: args.kafka.consumer_concurrency,
+        concurrency: args.consumer_concurrency(),
     })
 }
 

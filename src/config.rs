@@ -123,13 +123,13 @@ pub struct KafkaArgs {
     )]
     pub fetch_wait_max_ms: u32,
     /// Events each consumer applies at once (never two of one order at once; offsets are only
-    /// committed past events that are all applied).
+    /// committed past events that are all applied). Default: 16 on an instance that only runs
+    /// consumers; 4 on one that also serves the API, which shares the CPU and connections.
     #[arg(
         long = "kafka-consumer-concurrency",
-        env = "KAFKA_CONSUMER_CONCURRENCY",
-        default_value_t = 16
+        env = "KAFKA_CONSUMER_CONCURRENCY"
     )]
-    pub consumer_concurrency: usize,
+    pub consumer_concurrency: Option<usize>,
     /// Most messages the producer packs into one record batch. Apache Kafka: leave the default.
     /// tansu (local runs and tests) needs 1: a consumer resuming at an offset inside a
     /// multi-record batch is sent only the batches after it, so the rest of that batch is lost.
@@ -297,6 +297,14 @@ impl ServeArgs {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    /// Events each consumer applies at once: as configured, else 16 on a consumers-only
+    /// instance and 4 beside the API (docs/performance.md: on a shared 2-core machine 4 nearly
+    /// doubles the confirmations per second over 1 without costing the API's latency; 16 does).
+    pub fn consumer_concurrency(&self) -> usize {
+        let default = if self.components.runs_api() { 4 } else { 16 };
+        self.kafka.consumer_concurrency.unwrap_or(default).max(1)
+    }
 }
 
 /// What one request, connection or user may ask of the API. `docs/security.md` explains each.
@@ -386,5 +394,33 @@ mod tests {
         ));
         assert!(auth(Some(&"s".repeat(32)), false).keys().is_ok());
         assert!(auth(None, true).keys().is_ok());
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = std::iter::once("oms").chain(flags.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(args).unwrap().serve
+    }
+
+    #[test]
+    fn consumers_apply_four_events_at_once_beside_the_api_and_sixteen_alone_unless_told() {
+        assert_eq!(serve_args(&[]).consumer_concurrency(), 4);
+        assert_eq!(
+            serve_args(&["--components=consumers"]).consumer_concurrency(),
+            16
+        );
+        assert_eq!(
+            serve_args(&["--components=consumers", "--kafka-consumer-concurrency=2"])
+                .consumer_concurrency(),
+            2
+        );
+        assert_eq!(
+            serve_args(&["--kafka-consumer-concurrency=0"]).consumer_concurrency(),
+            1
+        );
     }
 }
