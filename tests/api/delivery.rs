@@ -47,11 +47,13 @@ async fn replaying_the_consumed_topics_from_the_start_changes_nothing() {
     let app = TestApp::spawn_in(deployment.clone(), &[]).await;
     app.stock("GEAR", 5).await;
     let alice = app.customer("alice");
+    // One at a time: orders of different keys may be checked in any order, and these compete
+    // for the same five units.
     let confirmed = app.place_order_id(&alice, &[("GEAR", 2)]).await;
-    let cancelled = app.place_order_id(&alice, &[("GEAR", 2)]).await;
-    let rejected = app.place_order_id(&alice, &[("GEAR", 4)]).await;
     app.wait_for_status(&alice, &confirmed, "CONFIRMED").await;
+    let cancelled = app.place_order_id(&alice, &[("GEAR", 2)]).await;
     app.wait_for_status(&alice, &cancelled, "CONFIRMED").await;
+    let rejected = app.place_order_id(&alice, &[("GEAR", 4)]).await;
     app.wait_for_status(&alice, &rejected, "REJECTED").await;
     app.update_status(&alice, &cancelled, "CANCELLED").await;
     app.wait_for_status(&alice, &cancelled, "CANCELLED").await;

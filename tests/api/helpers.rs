@@ -307,11 +307,21 @@ impl TestApp {
                      changes seen: {seen:?}; stored status: {stored:?}"
                 );
             };
-            let reached = change["to"] == status && change["outcome"] == "APPLIED";
+            let applied = change["outcome"] == "APPLIED";
+            let reached = applied && change["to"] == status;
+            let terminal = applied
+                && change["to"]
+                    .as_str()
+                    .and_then(|to| to.parse::<oms::domain::status::OrderStatus>().ok())
+                    .is_some_and(|to| to.is_final());
             seen.push(change);
             if reached {
                 return seen;
             }
+            assert!(
+                !terminal,
+                "order {order_id} ended without reaching {status}: {seen:?}"
+            );
         }
     }
 
