@@ -86,8 +86,8 @@ start_private_tansu() {
   install_tansu_if_missing
   KAFKA_PORT=$(free_port)
   start_tansu "$KAFKA_PORT" "$STATE_DIR/tansu-$KAFKA_PORT.log"
-  PRIVATE_TANSU_PID=$TANSU_PID
-  trap 'kill "$PRIVATE_TANSU_PID" 2>/dev/null || true' EXIT
+  # shellcheck disable=SC2064 # this broker's pid, fixed now
+  trap "kill $TANSU_PID 2>/dev/null || true" EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
 }

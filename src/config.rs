@@ -299,8 +299,7 @@ impl ServeArgs {
     }
 
     /// Events each consumer applies at once: as configured, else 16 on a consumers-only
-    /// instance and 4 beside the API (docs/performance.md: on a shared 2-core machine 4 nearly
-    /// doubles the confirmations per second over 1 without costing the API's latency; 16 does).
+    /// instance and 4 beside the API (the measurements behind both are in docs/performance.md).
     pub fn consumer_concurrency(&self) -> usize {
         let default = if self.components.runs_api() { 4 } else { 16 };
         self.kafka.consumer_concurrency.unwrap_or(default).max(1)
