@@ -2,7 +2,7 @@
 
 use crate::domain::events::StockChangeReason;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
@@ -25,17 +25,32 @@ impl InventoryItemRow {
 }
 
 /// An item whose stock just moved by `delta`.
-#[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MovedItem {
-    #[sqlx(flatten)]
     pub item: InventoryItemRow,
     pub delta: i32,
+}
+
+impl InventoryItemRow {
+    /// The item as moving its stock by `delta` at `at` leaves it (what
+    /// [`write_change`](super::orders::write_change) stores).
+    pub fn moved_by(&self, delta: i32, at: DateTime<Utc>) -> MovedItem {
+        MovedItem {
+            item: InventoryItemRow {
+                quantity: self.quantity + delta,
+                version: self.version + 1,
+                updated_at: at,
+                ..self.clone()
+            },
+            delta,
+        }
+    }
 }
 
 const ITEM_COLUMNS: &str = "id, sku, name, quantity, low_stock_threshold, updated_at, version";
 
 /// The stock ledger's name for a reason.
-fn ledger_reason(reason: StockChangeReason) -> &'static str {
+pub(super) fn ledger_reason(reason: StockChangeReason) -> &'static str {
     match reason {
         StockChangeReason::StockSet => "stock_set",
         StockChangeReason::OrderConfirmed => "order_confirmed",
@@ -72,55 +87,52 @@ pub async fn list(
     .await
 }
 
-/// Locks the rows of `skus` in one global order (by id), so that transactions locking
-/// overlapping sets of items cannot deadlock. `for no key update` (the SKU never changes): orders
-/// being placed for these SKUs at the same time only need a key-share lock for their lines'
-/// foreign key, and are not held up by the stock being deducted.
-pub async fn lock_by_skus(
-    conn: &mut PgConnection,
-    skus: &[String],
-) -> sqlx::Result<Vec<InventoryItemRow>> {
-    sqlx::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = any($1) order by id for no key update"
-    ))
-    .bind(skus)
-    .fetch_all(conn)
-    .await
+/// One line of an order with its stock item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineStock {
+    pub sku: String,
+    pub requested: i32,
+    /// None when no item has the line's SKU any more.
+    pub item: Option<InventoryItemRow>,
 }
 
-/// Adds `delta` (negative to deduct) to each item's stock and writes one ledger row per item;
-/// returns the items as they now are. The CHECK constraint refuses any result below zero.
-pub async fn move_stock(
+/// An order's lines, in line order, each with its stock item, the items locked until the
+/// transaction ends; in one round trip. The rows are locked in one global order (by id), so
+/// that transactions locking overlapping sets of items cannot deadlock. `for no key update`
+/// (the SKU never changes): orders being placed for these SKUs at the same time only need a
+/// key-share lock for their lines' foreign key, and are not held up by the stock being deducted.
+pub async fn lock_stock_of_order(
     conn: &mut PgConnection,
-    order_id: Option<Uuid>,
-    reason: StockChangeReason,
-    moves: &[(String, i32)],
-) -> sqlx::Result<Vec<MovedItem>> {
-    let (skus, deltas): (Vec<&str>, Vec<i32>) = moves
-        .iter()
-        .map(|(sku, delta)| (sku.as_str(), *delta))
-        .unzip();
-    sqlx::query_as(
-        "with moved as (
-             update inventory_items item
-             set quantity = item.quantity + m.delta, version = item.version + 1,
-                 updated_at = now()
-             from unnest($1::text[], $2::int[]) as m(sku, delta)
-             where item.sku = m.sku
-             returning item.id, item.sku, item.name, item.quantity, item.low_stock_threshold,
-                       item.updated_at, item.version, m.delta
-         ), ledger as (
-             insert into stock_movements (sku, order_id, delta, reason)
-             select sku, $3, delta, $4 from moved
+    order_id: Uuid,
+) -> sqlx::Result<Vec<LineStock>> {
+    let rows = sqlx::query(&format!(
+        "with lines as (
+             select line_no, sku, quantity from order_lines where order_id = $1
+         ), locked as (
+             select {ITEM_COLUMNS} from inventory_items
+             where sku in (select sku from lines)
+             order by id
+             for no key update
          )
-         select * from moved order by sku",
-    )
-    .bind(skus)
-    .bind(deltas)
+         select lines.sku as line_sku, lines.quantity as requested, locked.*
+         from lines left join locked on locked.sku = lines.sku
+         order by lines.line_no"
+    ))
     .bind(order_id)
-    .bind(ledger_reason(reason))
     .fetch_all(conn)
-    .await
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let in_stock = row.try_get::<Option<i64>, _>("id")?.is_some();
+            Ok(LineStock {
+                sku: row.try_get("line_sku")?,
+                requested: row.try_get("requested")?,
+                item: in_stock
+                    .then(|| InventoryItemRow::from_row(row))
+                    .transpose()?,
+            })
+        })
+        .collect()
 }
 
 /// An item before and after it was set.

@@ -1,14 +1,12 @@
 //! All SQL lives here. Functions take an executor (the pool, a connection or a transaction),
 //! so callers decide what runs in one transaction.
 //!
-//! - [`orders`]: orders, their lines and status history.
+//! - [`orders`]: orders, their lines and status history; a consumer's inbox of applied events.
 //! - [`inventory`]: stock levels and the stock ledger.
 //! - [`outbox`]: events waiting for Kafka.
 //! - [`audit`]: read-only checks of the invariants.
-//! - [`inbox`]: events a consumer has already applied.
 
 pub mod audit;
-pub mod inbox;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;

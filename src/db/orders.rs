@@ -1,5 +1,8 @@
 //! Orders, their lines and their status history.
 
+use super::inventory::InventoryItemRow;
+use super::outbox::OutboxMessage;
+use crate::domain::events::StockChangeReason;
 use crate::domain::status::OrderStatus;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -55,7 +58,7 @@ pub async fn insert_placed(
     order: &OrderRow,
     lines: &[(String, i32)],
     placed: &StatusChangeRow,
-    events: &[super::outbox::OutboxMessage],
+    events: &[OutboxMessage],
 ) -> sqlx::Result<OrderRow> {
     let (skus, quantities): (Vec<&str>, Vec<i32>) =
         lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
@@ -118,13 +121,37 @@ pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Ve
     .await
 }
 
-/// Reads an order and locks its row until the transaction ends: every status change of one
-/// order is serialised on this lock.
-pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
+/// An order read and locked for a consumer's event (see [`lock_for_event`]).
+#[derive(sqlx::FromRow, Debug)]
+pub struct OrderForEvent {
+    /// False when the consumer applied this event before: nothing is to be done.
+    pub first_time: bool,
+    #[sqlx(flatten)]
+    pub order: OrderRow,
+}
+
+/// In one round trip: marks `event_id` as applied by `consumer` (its inbox, so a redelivered
+/// event is recognised) and reads the order it names, locking its row until the transaction
+/// ends: every status change of one order is serialised on this lock. None when no such order
+/// exists.
+pub async fn lock_for_event(
+    conn: &mut PgConnection,
+    consumer: &str,
+    event_id: Uuid,
+    order_id: Uuid,
+) -> sqlx::Result<Option<OrderForEvent>> {
     sqlx::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where id = $1 for update"
+        "with inbox as (
+             insert into processed_events (consumer, event_id) values ($1, $2)
+             on conflict do nothing
+             returning 1
+         )
+         select exists(select 1 from inbox) as first_time, {ORDER_COLUMNS}
+         from orders where id = $3 for update of orders"
     ))
-    .bind(id)
+    .bind(consumer)
+    .bind(event_id)
+    .bind(order_id)
     .fetch_optional(conn)
     .await
 }
@@ -219,49 +246,101 @@ pub async fn history_after(
     .await
 }
 
-/// Appends one entry to an order's history.
-pub async fn record_change(conn: &mut PgConnection, change: &StatusChangeRow) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into order_status_history
-             (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(change.order_id)
-    .bind(change.version)
-    .bind(change.from_status)
-    .bind(change.to_status)
-    .bind(&change.reason)
-    .bind(&change.actor_id)
-    .bind(&change.actor_role)
-    .bind(change.at)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// One status change of a locked order, as [`write_change`] stores it.
+pub struct ChangeToWrite<'a> {
+    /// The order as the change leaves it (its version one above the locked row's).
+    pub order: &'a OrderRow,
+    /// Its history entry.
+    pub entry: &'a StatusChangeRow,
+    /// Stock the change moves, of items locked in this transaction: each item as it was locked
+    /// (its version guards the update) and the signed amount; empty when no stock moves.
+    pub stock_moves: &'a [(&'a InventoryItemRow, i32)],
+    /// Why the stock moves (the ledger's reason).
+    pub stock_reason: StockChangeReason,
+    /// The events announcing the change.
+    pub events: &'a [OutboxMessage],
 }
 
-/// Moves a locked order to `status` at `version`.
-pub async fn set_status(
+/// Writes a status change in one statement: the stock moves and their ledger rows, the order
+/// (only if it is still at the version before the change), its history entry, and its events
+/// in the outbox, waking the relays. The stock check constraint refuses any stock below zero.
+/// Fails with [`sqlx::Error::RowNotFound`] when the order or an item was not as locked.
+pub async fn write_change(
     conn: &mut PgConnection,
-    id: Uuid,
-    status: OrderStatus,
-    version: i32,
-    rejection_reason: Option<&str>,
-    stock_deducted: bool,
-    at: DateTime<Utc>,
+    change: &ChangeToWrite<'_>,
 ) -> sqlx::Result<OrderRow> {
-    sqlx::query_as(&format!(
-        "update orders
-         set status = $2, version = $3, rejection_reason = coalesce($4, rejection_reason),
-             stock_deducted = $5, updated_at = $6
-         where id = $1
-         returning {ORDER_COLUMNS}"
+    #[derive(sqlx::FromRow)]
+    struct Written {
+        #[sqlx(flatten)]
+        order: OrderRow,
+        items_moved: i64,
+    }
+    let order = change.order;
+    let mut skus = Vec::with_capacity(change.stock_moves.len());
+    let mut deltas = Vec::with_capacity(change.stock_moves.len());
+    let mut item_versions = Vec::with_capacity(change.stock_moves.len());
+    for (item, delta) in change.stock_moves {
+        skus.push(item.sku.as_str());
+        deltas.push(*delta);
+        item_versions.push(item.version);
+    }
+    let (event_ids, streams, keys, payloads) = super::outbox::columns(change.events);
+    let entry = change.entry;
+    let written: Option<Written> = sqlx::query_as(&format!(
+        "-- The stock, the order and its history entry share the change's time ($6).
+         with moved as (
+             update inventory_items item
+             set quantity = item.quantity + m.delta, version = item.version + 1,
+                 updated_at = $6
+             from unnest($7::text[], $8::int[], $9::int[]) as m(sku, delta, version)
+             where item.sku = m.sku and item.version = m.version
+             returning item.sku, m.delta
+         ), ledger as (
+             insert into stock_movements (sku, order_id, delta, reason)
+             select sku, $1, delta, $10 from moved
+         ), changed as (
+             update orders
+             set status = $2, version = $3, rejection_reason = $4, stock_deducted = $5,
+                 updated_at = $6
+             where id = $1 and version = $3 - 1
+             returning {ORDER_COLUMNS}
+         ), history as (
+             insert into order_status_history
+                 (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
+             select id, version, $11, status, $12, $13, $14, updated_at from changed
+         ), events as (
+             insert into outbox (event_id, stream, message_key, payload)
+             select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[])
+         )
+         select changed.*, (select count(*) from moved) as items_moved,
+                pg_notify($19, '')::text as notified
+         from changed"
     ))
-    .bind(id)
-    .bind(status)
-    .bind(version)
-    .bind(rejection_reason)
-    .bind(stock_deducted)
-    .bind(at)
-    .fetch_one(conn)
-    .await
+    .bind(order.id)
+    .bind(order.status)
+    .bind(order.version)
+    .bind(&order.rejection_reason)
+    .bind(order.stock_deducted)
+    .bind(order.updated_at)
+    .bind(skus)
+    .bind(deltas)
+    .bind(item_versions)
+    .bind(super::inventory::ledger_reason(change.stock_reason))
+    .bind(entry.from_status)
+    .bind(&entry.reason)
+    .bind(&entry.actor_id)
+    .bind(&entry.actor_role)
+    .bind(event_ids)
+    .bind(streams)
+    .bind(keys)
+    .bind(payloads)
+    .bind(super::outbox::NOTIFY_CHANNEL)
+    .fetch_optional(conn)
+    .await?;
+    match written {
+        Some(written) if written.items_moved == change.stock_moves.len() as i64 => {
+            Ok(written.order)
+        }
+        _ => Err(sqlx::Error::RowNotFound),
+    }
 }

@@ -70,26 +70,27 @@ pub(super) fn columns(
     (ids, streams, keys, payloads)
 }
 
-/// Queues events in the caller's transaction and wakes relays when it commits.
-pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+/// Queues events and wakes relays when they are committed: in one statement, so atomic even
+/// on the pool; in a transaction, with the rest of it.
+pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
     let (ids, streams, keys, payloads) = columns(messages);
     sqlx::query(
-        "insert into outbox (event_id, stream, message_key, payload)
-         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
+        "with queued as (
+             insert into outbox (event_id, stream, message_key, payload)
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+         )
+         select pg_notify($5, '')",
     )
     .bind(ids)
     .bind(streams)
     .bind(keys)
     .bind(payloads)
-    .execute(&mut *conn)
+    .bind(NOTIFY_CHANNEL)
+    .execute(db)
     .await?;
-    sqlx::query("select pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

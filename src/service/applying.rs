@@ -3,14 +3,14 @@
 //! event changes nothing.
 
 use crate::db;
-use crate::db::orders::OrderRow;
-use crate::db::outbox::OutboxMessage;
+use crate::db::inventory::{InventoryItemRow, MovedItem};
+use crate::db::orders::{ChangeToWrite, OrderRow};
 use crate::domain::events::{
     Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
 };
 use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -59,20 +59,17 @@ impl From<sqlx::Error> for ApplyError {
 }
 
 /// Deducts a PENDING order's stock and confirms it, or rejects it naming each line that cannot be
-/// filled (and then moves no stock).
+/// filled (and then moves no stock). Five round trips: BEGIN, the inbox mark with the order's
+/// lock, the lines with their stock locked, the change, COMMIT.
 pub async fn apply_inventory_check(
     pool: &PgPool,
     event_id: Uuid,
     order_id: Uuid,
 ) -> Result<Applied, ApplyError> {
     let mut tx = pool.begin().await?;
-    if !db::inbox::mark_processed(&mut tx, INVENTORY_CONSUMER, event_id).await? {
-        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
+    let Some(order) = lock_for_event(&mut tx, INVENTORY_CONSUMER, event_id, order_id).await? else {
         return Ok(Applied::Duplicate);
-    }
-    let order = db::orders::lock(&mut tx, order_id)
-        .await?
-        .ok_or(ApplyError::UnknownOrder(order_id))?;
+    };
     if order.status != OrderStatus::Pending {
         // Cancelled (or already decided) before its check: nothing to deduct.
         tx.commit().await?;
@@ -80,57 +77,39 @@ pub async fn apply_inventory_check(
             status: order.status,
         });
     }
-    let lines = db::orders::lines_of(&mut *tx, &[order.id]).await?;
-    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
-    let items = db::inventory::lock_by_skus(&mut tx, &skus).await?;
-    let shortages: Vec<String> = lines
-        .iter()
-        .filter_map(
-            |line| match items.iter().find(|item| item.sku == line.sku) {
-                None => Some(format!("SKU {} no longer exists", line.sku)),
-                Some(item) if item.quantity < line.quantity => Some(format!(
-                    "insufficient stock for SKU {}: requested {}, available {}",
-                    line.sku, line.quantity, item.quantity
-                )),
-                Some(_) => None,
-            },
-        )
-        .collect();
-    let changed = if shortages.is_empty() {
-        let deductions: Vec<(String, i32)> =
-            lines.iter().map(|l| (l.sku.clone(), -l.quantity)).collect();
-        let moved = db::inventory::move_stock(
-            &mut tx,
-            Some(order.id),
-            StockChangeReason::OrderConfirmed,
-            &deductions,
-        )
-        .await?;
-        let stock_events =
-            super::stock_moved_by_order(&moved, StockChangeReason::OrderConfirmed, order.id);
-        change_status(
-            &mut tx,
-            &order,
-            OrderStatus::Confirmed,
-            None,
-            true,
-            None,
-            stock_events,
-        )
-        .await?
+    let stock = db::inventory::lock_stock_of_order(&mut tx, order.id).await?;
+    let mut deductions = Vec::with_capacity(stock.len());
+    let mut shortages = Vec::new();
+    for line in &stock {
+        match &line.item {
+            None => shortages.push(format!("SKU {} no longer exists", line.sku)),
+            Some(item) if item.quantity < line.requested => shortages.push(format!(
+                "insufficient stock for SKU {}: requested {}, available {}",
+                line.sku, line.requested, item.quantity
+            )),
+            Some(item) => deductions.push((item, -line.requested)),
+        }
+    }
+    let change = if shortages.is_empty() {
+        Change {
+            to: OrderStatus::Confirmed,
+            reason: None,
+            stock_deducted: true,
+            actor: None,
+            stock_moves: deductions,
+            stock_reason: StockChangeReason::OrderConfirmed,
+        }
     } else {
-        let reason = shortages.join("; ");
-        change_status(
-            &mut tx,
-            &order,
-            OrderStatus::Rejected,
-            Some(reason),
-            false,
-            None,
-            Vec::new(),
-        )
-        .await?
+        Change {
+            to: OrderStatus::Rejected,
+            reason: Some(shortages.join("; ")),
+            stock_deducted: false,
+            actor: None,
+            stock_moves: Vec::new(),
+            stock_reason: StockChangeReason::OrderConfirmed,
+        }
     };
+    let changed = change_status(&mut tx, &order, change).await?;
     tx.commit().await?;
     tracing::info!(order_id = %order.id, status = %changed.status, "inventory check applied");
     Ok(Applied::Changed(changed))
@@ -145,13 +124,9 @@ pub async fn apply_requested_change(
     request: &StatusChangeRequested,
 ) -> Result<Applied, ApplyError> {
     let mut tx = pool.begin().await?;
-    if !db::inbox::mark_processed(&mut tx, ORDERS_CONSUMER, event_id).await? {
-        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
+    let Some(order) = lock_for_event(&mut tx, ORDERS_CONSUMER, event_id, order_id).await? else {
         return Ok(Applied::Duplicate);
-    }
-    let order = db::orders::lock(&mut tx, order_id)
-        .await?
-        .ok_or(ApplyError::UnknownOrder(order_id))?;
+    };
     let actor = &request.requested_by;
     let decision = may_request_status(actor.role, actor.user_id == order.user_id, request.to)
         .map_err(|refusal| refusal.to_string())
@@ -170,41 +145,25 @@ pub async fn apply_requested_change(
             status: order.status,
         },
         Ok(Transition::Apply { restores_stock }) => {
-            let mut stock_events = Vec::new();
-            if restores_stock && order.stock_deducted {
-                let restores: Vec<(String, i32)> = db::orders::lines_of(&mut *tx, &[order.id])
-                    .await?
-                    .into_iter()
-                    .map(|l| (l.sku, l.quantity))
-                    .collect();
-                let skus: Vec<String> = restores.iter().map(|(sku, _)| sku.clone()).collect();
-                db::inventory::lock_by_skus(&mut tx, &skus).await?;
-                let moved = db::inventory::move_stock(
-                    &mut tx,
-                    Some(order.id),
-                    StockChangeReason::OrderCancelled,
-                    &restores,
-                )
-                .await?;
-                stock_events = super::stock_moved_by_order(
-                    &moved,
-                    StockChangeReason::OrderCancelled,
-                    order.id,
-                );
-            }
-            let stock_deducted = order.stock_deducted && !restores_stock;
-            Applied::Changed(
-                change_status(
-                    &mut tx,
-                    &order,
-                    request.to,
-                    request.reason.clone(),
-                    stock_deducted,
-                    Some(actor.clone()),
-                    stock_events,
-                )
-                .await?,
-            )
+            let restoring = restores_stock && order.stock_deducted;
+            let stock = if restoring {
+                db::inventory::lock_stock_of_order(&mut tx, order.id).await?
+            } else {
+                Vec::new()
+            };
+            let change = Change {
+                to: request.to,
+                reason: request.reason.clone(),
+                stock_deducted: order.stock_deducted && !restores_stock,
+                actor: Some(actor.clone()),
+                // Every line's item exists: the lines' foreign key keeps a SKU with orders.
+                stock_moves: stock
+                    .iter()
+                    .filter_map(|line| line.item.as_ref().map(|item| (item, line.requested)))
+                    .collect(),
+                stock_reason: StockChangeReason::OrderCancelled,
+            };
+            Applied::Changed(change_status(&mut tx, &order, change).await?)
         }
     };
     tx.commit().await?;
@@ -212,32 +171,76 @@ pub async fn apply_requested_change(
     Ok(outcome)
 }
 
-/// Moves a locked order to `to`, bumps its version, and announces the change (with `also`, the
-/// other events of the transaction).
-async fn change_status(
+/// Marks the event as applied by `consumer` and locks its order; None when the event was
+/// applied before (a redelivery).
+async fn lock_for_event(
     conn: &mut PgConnection,
-    order: &OrderRow,
+    consumer: &str,
+    event_id: Uuid,
+    order_id: Uuid,
+) -> Result<Option<OrderRow>, ApplyError> {
+    let locked = db::orders::lock_for_event(conn, consumer, event_id, order_id)
+        .await?
+        .ok_or(ApplyError::UnknownOrder(order_id))?;
+    if !locked.first_time {
+        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
+        return Ok(None);
+    }
+    Ok(Some(locked.order))
+}
+
+/// A status change of a locked order.
+struct Change<'a> {
     to: OrderStatus,
     reason: Option<String>,
     stock_deducted: bool,
     actor: Option<Actor>,
-    also: Vec<OutboxMessage>,
+    /// Locked items and the stock each moves by.
+    stock_moves: Vec<(&'a InventoryItemRow, i32)>,
+    stock_reason: StockChangeReason,
+}
+
+/// Moves a locked order to `change.to`, bumps its version, moves its stock, and announces it
+/// all, in one statement.
+async fn change_status(
+    conn: &mut PgConnection,
+    order: &OrderRow,
+    change: Change<'_>,
 ) -> sqlx::Result<OrderRow> {
-    let rejection_reason = (to == OrderStatus::Rejected)
-        .then_some(reason.as_deref())
-        .flatten();
-    let changed = db::orders::set_status(
-        conn,
-        order.id,
-        to,
-        order.version + 1,
+    let at = Utc::now().trunc_subsecs(6);
+    let rejection_reason = if change.to == OrderStatus::Rejected {
+        change.reason.clone()
+    } else {
+        order.rejection_reason.clone()
+    };
+    let changed = OrderRow {
+        status: change.to,
+        version: order.version + 1,
         rejection_reason,
-        stock_deducted,
-        Utc::now(),
+        stock_deducted: change.stock_deducted,
+        updated_at: at,
+        ..order.clone()
+    };
+    let moved: Vec<MovedItem> = change
+        .stock_moves
+        .iter()
+        .map(|(item, delta)| item.moved_by(*delta, at))
+        .collect();
+    let mut events = super::stock_moved_by_order(&moved, change.stock_reason, order.id);
+    let (entry, announced) =
+        super::status_change(&changed, Some(order.status), change.reason, change.actor);
+    events.push((&announced).into());
+    db::orders::write_change(
+        conn,
+        &ChangeToWrite {
+            order: &changed,
+            entry: &entry,
+            stock_moves: &change.stock_moves,
+            stock_reason: change.stock_reason,
+            events: &events,
+        },
     )
-    .await?;
-    super::announce_change(conn, &changed, Some(order.status), reason, actor, also).await?;
-    Ok(changed)
+    .await
 }
 
 async fn refuse(

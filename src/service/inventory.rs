@@ -50,7 +50,7 @@ pub async fn upsert_item(
         StockChangeReason::StockSet,
         None,
     );
-    db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
+    db::outbox::enqueue(&mut *tx, &[(&changed).into()]).await?;
     tx.commit().await?;
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
     Ok(Ok(item))

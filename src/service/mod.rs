@@ -14,7 +14,6 @@ pub mod inventory;
 pub mod placing;
 pub mod status_requests;
 
-use crate::db;
 use crate::db::inventory::{InventoryItemRow, MovedItem};
 use crate::db::orders::{OrderRow, StatusChangeRow};
 use crate::db::outbox::OutboxMessage;
@@ -24,25 +23,7 @@ use crate::domain::events::{
 };
 use crate::domain::order::is_low_stock;
 use crate::domain::status::OrderStatus;
-use sqlx::PgConnection;
 use uuid::Uuid;
-
-/// Writes the history entry and the `OrderStatusChanged` event for `order`, which has just
-/// reached its current status and version from `from` (none when it was just placed), with
-/// `also` the other events of the same transaction.
-pub async fn announce_change(
-    conn: &mut PgConnection,
-    order: &OrderRow,
-    from: Option<OrderStatus>,
-    reason: Option<String>,
-    actor: Option<Actor>,
-    mut also: Vec<OutboxMessage>,
-) -> sqlx::Result<()> {
-    let (entry, changed) = status_change(order, from, reason, actor);
-    db::orders::record_change(conn, &entry).await?;
-    also.push((&changed).into());
-    db::outbox::enqueue(conn, &also).await
-}
 
 /// The history entry and the `OrderStatusChanged` event of `order`, which has just reached its
 /// current status and version (at its `updated_at`) from `from`.

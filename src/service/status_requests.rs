@@ -89,9 +89,7 @@ pub async fn request_status_change(
                     },
                 }),
             );
-            let mut tx = pool.begin().await?;
-            db::outbox::enqueue(&mut tx, &[(&request).into()]).await?;
-            tx.commit().await?;
+            db::outbox::enqueue(pool, &[(&request).into()]).await?;
             tracing::info!(order_id = %order.id, event_id = %request.event_id, to = %to, "status change queued");
             Ok(StatusRequestOutcome {
                 order: Some(order),
