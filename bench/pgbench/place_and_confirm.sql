@@ -5,31 +5,21 @@
 -- Statement for statement, this is what oms sends (sqlx, extended protocol; use -M prepared):
 --
 --   placing (src/service/placing.rs place_order; the GraphQL placeOrder mutation with an
---   idempotency key, the path every cart takes):
---     outside the transaction, on the pool (autocommit):
---       1. find_by_idempotency_key (db/orders.rs)         -> no row: a new key
---       2. find_by_skus (db/inventory.rs, unknown_skus)    -> every SKU exists
---     one transaction:
---       3. insert_order ... returning                      (orders)
---       4. insert_lines (unnest ... with ordinality)       (order_lines)
---       5. record_change, version 1                        (order_status_history)
---       6. outbox::enqueue: OrderPlaced (stream inventory) + OrderStatusChanged (order-status),
---          one insert ... select * from unnest(uuid[], text[], text[], jsonb[])
---       7. select pg_notify('oms_outbox', '')              (skipped with -D notify=0)
+--   idempotency key, the path every cart takes), on the pool (autocommit):
+--       1. orders::find_by_idempotency_key                   -> no row: a new key
+--       2. orders::insert_placed: one statement of data-modifying CTEs: the order, its lines,
+--          its first history entry, OrderPlaced + OrderStatusChanged in the outbox, and
+--          pg_notify (atomic without a transaction)
 --
 --   confirming (src/service/applying.rs apply_inventory_check, run by the inventory consumer
 --   for the OrderPlaced event), one transaction:
---       8. inbox::mark_processed ('inventory', event id) on conflict do nothing
---       9. orders::lock: select ... for update
---      10. orders::lines_of
---      11. inventory::lock_by_skus: select ... where sku = any(..) order by id for update
---      12. inventory::move_stock: update inventory_items (quantity, version + 1) + ledger
---          insert into stock_movements, one statement (CTE)
---      13. orders::set_status -> CONFIRMED, version 2, stock_deducted ... returning
---      14. record_change, version 2                       (order_status_history)
---      15. outbox::enqueue: one StockLevelChanged per line (stream stock-levels, keyed by SKU)
---          + OrderStatusChanged (order-status)
---      16. select pg_notify('oms_outbox', '')
+--       3. orders::lock_for_event: the inbox mark ('inventory', event id, on conflict do
+--          nothing) and the order's row, select ... for update, in one statement
+--       4. inventory::lock_stock_of_order: the order's lines with their items, the items
+--          locked in id order (for no key update)
+--       5. orders::write_change: one statement: the stock moved (quantity, item version) and
+--          its ledger rows, the order (CONFIRMED, version 2, stock deducted), its history entry,
+--          one StockLevelChanged per line + OrderStatusChanged in the outbox, and pg_notify
 --
 -- Not in this script:
 --   - the outbox relay (select the oldest rows, delete them by id once Kafka has them): it is
@@ -47,7 +37,9 @@
 --   - JSON payloads are built with format(...) and parsed by the ::jsonb cast (oms sends JSON
 --     text that the server parses too), with oms's field names and about its sizes (250-330
 --     bytes each); numbers inside the StockLevelChanged payloads (quantity, version) are
---     stand-ins of the same width, since pgbench cannot carry the rows move_stock returns.
+--     stand-ins of the same width, since pgbench cannot carry the rows statement 4 returns.
+--     For the same reason, write_change's guard that each item is still at the version it was
+--     locked at compares the item's version with itself here.
 --   - occurredAt / at use the server clock rather than the application's.
 --   - the order's user is a random one of the users variable, its role customer.
 --
@@ -60,7 +52,7 @@
 --             so hot and cold picks never collide; 1 in the uniform one)  [uniform 1, hot 6]
 --   users     distinct customers                                           [100000]
 --   notify    1: pg_notify in both transactions, as oms does; 0: without   [1]
---   nokey     1: lock_by_skus FOR NO KEY UPDATE, as oms does; 0: FOR UPDATE, as it did [1]
+--   nokey     1: lock the stock FOR NO KEY UPDATE, as oms does; 0: FOR UPDATE, as it did [1]
 --
 -- Note (found with this script): inserting order_lines takes FOR KEY SHARE on each line's
 -- inventory_items row (the sku foreign key), in the order of the request's lines, while the
@@ -103,136 +95,125 @@ select id, user_id, status, rejection_reason, version, stock_deducted, idempoten
        created_at, updated_at
   from orders where user_id = 'user-' || :uid and idempotency_key = 'cart-' || :cart;
 
--- 2. find_by_skus (autocommit)
-select id, sku, name, quantity, low_stock_threshold, updated_at, version
-  from inventory_items
- where sku = any((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines]);
-
-BEGIN;
-
--- 3. insert_order (the two event ids ride along: oms makes them in the application)
-insert into orders (id, user_id, status, version, idempotency_key)
-values (bench_uuid_v7(), 'user-' || :uid, 'PENDING', 1, 'cart-' || :cart)
-returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
-          created_at, updated_at, bench_uuid_v7() as placed_event \gset p_
-
--- 4. insert_lines
-insert into order_lines (order_id, line_no, sku, quantity)
-select :p_id::uuid, line.no::int, line.sku, line.quantity
-  from unnest((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines],
-              (array[:q1, :q2, :q3]::int[])[1 : :nlines])
-       with ordinality as line(sku, quantity, no);
-
--- 5. record_change (PENDING, version 1)
-insert into order_status_history
-    (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
-values (:p_id, 1, null, 'PENDING', null, 'user-' || :uid, 'customer', :p_updated_at);
-
--- 6. outbox::enqueue: OrderPlaced + OrderStatusChanged
-insert into outbox (event_id, stream, message_key, payload)
-select * from unnest(
-    array[:p_placed_event::uuid, bench_uuid_v7()],
-    array['inventory', 'order-status']::text[],
-    array[:p_id::text, :p_id::text],
-    array[
-        format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 1,"occurredAt":"%s","type":"OrderPlaced","data":{"userId":"user-%s","lines":[%s]}}',
-               :p_placed_event::text, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z', :uid::text,
-               array_to_string((array[
-                   format('{"sku":"%s","quantity":%s}', bench_sku(:k1), :q1::int),
-                   format('{"sku":"%s","quantity":%s}', bench_sku(:k2), :q2::int),
-                   format('{"sku":"%s","quantity":%s}', bench_sku(:k3), :q3::int)])[1 : :nlines], ',')),
-        format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 1,"occurredAt":"%s","type":"OrderStatusChanged","data":{"userId":"user-%s","from": null,"to":"PENDING","reason": null,"changedBy":{"userId":"user-%s","role":"customer"}}}',
-               bench_uuid_v7()::text, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z', :uid::text, :uid::text)
-    ]::jsonb[]);
-
--- 7. wake the relays
-\if :notify
-select pg_notify('oms_outbox', '');
-\endif
-
-COMMIT;
+-- 2. insert_placed (autocommit; the event ids ride along: oms makes them in the application)
+with ids as (
+    select bench_uuid_v7() as id, bench_uuid_v7() as placed_event,
+           bench_uuid_v7() as changed_event, now() as at
+), placed as (
+    insert into orders (id, user_id, status, version, idempotency_key, created_at, updated_at)
+    select id, 'user-' || :uid, 'PENDING', 1, 'cart-' || :cart, at, at from ids
+    returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
+              created_at, updated_at
+), lines as (
+    insert into order_lines (order_id, line_no, sku, quantity)
+    select ids.id, line.no::int, line.sku, line.quantity
+      from ids, unnest((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines],
+                       (array[:q1, :q2, :q3]::int[])[1 : :nlines])
+                with ordinality as line(sku, quantity, no)
+), history as (
+    insert into order_status_history
+        (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
+    select id, 1, null, 'PENDING', null, 'user-' || :uid, 'customer', at from ids
+), events as (
+    insert into outbox (event_id, stream, message_key, payload)
+    select unnest(array[placed_event, changed_event]),
+           unnest(array['inventory', 'order-status']::text[]),
+           unnest(array[id::text, id::text]),
+           unnest(array[
+               format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 1,"occurredAt":"%s","type":"OrderPlaced","data":{"userId":"user-%s","lines":[%s]}}',
+                      placed_event::text, id::text, (to_json(at at time zone 'UTC') #>> '{}') || 'Z', :uid::text,
+                      array_to_string((array[
+                          format('{"sku":"%s","quantity":%s}', bench_sku(:k1), :q1::int),
+                          format('{"sku":"%s","quantity":%s}', bench_sku(:k2), :q2::int),
+                          format('{"sku":"%s","quantity":%s}', bench_sku(:k3), :q3::int)])[1 : :nlines], ',')),
+               format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 1,"occurredAt":"%s","type":"OrderStatusChanged","data":{"userId":"user-%s","from": null,"to":"PENDING","reason": null,"changedBy":{"userId":"user-%s","role":"customer"}}}',
+                      changed_event::text, id::text, (to_json(at at time zone 'UTC') #>> '{}') || 'Z', :uid::text, :uid::text)
+           ]::jsonb[])
+      from ids
+)
+select placed.*, ids.placed_event,
+       case when :notify = 1 then pg_notify('oms_outbox', '')::text end as notified
+  from placed, ids \gset p_
 
 -- ==================================== confirming ====================================
 
 BEGIN;
 
--- 8. inbox::mark_processed
-insert into processed_events (consumer, event_id) values ('inventory', :p_placed_event)
-on conflict do nothing;
+-- 3. orders::lock_for_event (the inbox mark and the order's lock)
+with inbox as (
+    insert into processed_events (consumer, event_id) values ('inventory', :p_placed_event::uuid)
+    on conflict do nothing
+    returning 1
+)
+select exists(select 1 from inbox) as first_time, id, user_id, status, rejection_reason, version,
+       stock_deducted, idempotency_key, created_at, updated_at
+  from orders where id = :p_id::uuid for update of orders;
 
--- 9. orders::lock
-select id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
-       created_at, updated_at
-  from orders where id = :p_id for update;
-
--- 10. orders::lines_of
-select order_id, line_no, sku, quantity from order_lines
- where order_id = any(array[:p_id::uuid]) order by order_id, line_no;
-
--- 11. inventory::lock_by_skus (one global order: by id). nokey=1 tries FOR NO KEY UPDATE,
---     which does not conflict with the FOR KEY SHARE locks that placing's order_lines foreign
---     key takes on the same items (FOR UPDATE does: see the note at the top).
+-- 4. inventory::lock_stock_of_order (one global order: by id). nokey=1 takes FOR NO KEY
+--    UPDATE, which does not conflict with the FOR KEY SHARE locks that placing's order_lines
+--    foreign key takes on the same items (FOR UPDATE does: see the note at the top).
 \if :nokey
-select id, sku, name, quantity, low_stock_threshold, updated_at, version
-  from inventory_items
- where sku = any((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines])
- order by id for no key update;
+with lines as (
+    select line_no, sku, quantity from order_lines where order_id = :p_id::uuid
+), locked as (
+    select id, sku, name, quantity, low_stock_threshold, updated_at, version from inventory_items
+     where sku in (select sku from lines) order by id for no key update
+)
+select lines.sku as line_sku, lines.quantity as requested, locked.*
+  from lines left join locked on locked.sku = lines.sku order by lines.line_no;
 \else
-select id, sku, name, quantity, low_stock_threshold, updated_at, version
-  from inventory_items
- where sku = any((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines])
- order by id for update;
+with lines as (
+    select line_no, sku, quantity from order_lines where order_id = :p_id::uuid
+), locked as (
+    select id, sku, name, quantity, low_stock_threshold, updated_at, version from inventory_items
+     where sku in (select sku from lines) order by id for update
+)
+select lines.sku as line_sku, lines.quantity as requested, locked.*
+  from lines left join locked on locked.sku = lines.sku order by lines.line_no;
 \endif
 
--- 12. inventory::move_stock (stock, item version, ledger)
+-- 5. orders::write_change (PENDING -> CONFIRMED, version 2, no actor: the inventory check)
 with moved as (
     update inventory_items item
     set quantity = item.quantity + m.delta, version = item.version + 1, updated_at = now()
     from unnest((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines],
                 (array[-:q1::int, -:q2::int, -:q3::int])[1 : :nlines]) as m(sku, delta)
-    where item.sku = m.sku
-    returning item.id, item.sku, item.name, item.quantity, item.low_stock_threshold,
-              item.updated_at, item.version, m.delta
+    where item.sku = m.sku and item.version = item.version
+    returning item.sku, m.delta
 ), ledger as (
     insert into stock_movements (sku, order_id, delta, reason)
     select sku, :p_id::uuid, delta, 'order_confirmed' from moved
+), changed as (
+    update orders
+       set status = 'CONFIRMED', version = 2, rejection_reason = null, stock_deducted = true,
+           updated_at = now()
+     where id = :p_id::uuid and version = 1
+    returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
+              created_at, updated_at
+), history as (
+    insert into order_status_history
+        (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
+    select id, version, 'PENDING', status, null, null, null, updated_at from changed
+), events as (
+    insert into outbox (event_id, stream, message_key, payload)
+    select * from unnest(
+        (array[bench_uuid_v7(), bench_uuid_v7(), bench_uuid_v7()])[1 : :nlines] || bench_uuid_v7(),
+        array_fill('stock-levels'::text, array[:nlines::int]) || 'order-status'::text,
+        (array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines] || :p_id::text,
+        ((array[
+            format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
+                   bench_uuid_v7()::text, bench_sku(:k1), 1234, :k1::int, 999998765, -:q1::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z'),
+            format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
+                   bench_uuid_v7()::text, bench_sku(:k2), 1234, :k2::int, 999998765, -:q2::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z'),
+            format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
+                   bench_uuid_v7()::text, bench_sku(:k3), 1234, :k3::int, 999998765, -:q3::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z')
+         ])[1 : :nlines]
+        || format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 2,"occurredAt":"%s","type":"OrderStatusChanged","data":{"userId":"user-%s","from":"PENDING","to":"CONFIRMED","reason": null,"changedBy": null}}',
+                  bench_uuid_v7()::text, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z', :uid::text)
+        )::jsonb[])
 )
-select * from moved order by sku;
-
--- 13. orders::set_status (CONFIRMED, version 2, stock deducted)
-update orders
-   set status = 'CONFIRMED', version = 2, rejection_reason = coalesce(null::text, rejection_reason),
-       stock_deducted = true, updated_at = now()
- where id = :p_id
-returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
-          created_at, updated_at \gset c_
-
--- 14. record_change (PENDING -> CONFIRMED, version 2, no actor: the inventory check)
-insert into order_status_history
-    (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
-values (:p_id, 2, 'PENDING', 'CONFIRMED', null, null, null, :c_updated_at);
-
--- 15. outbox::enqueue: StockLevelChanged per line + OrderStatusChanged
-insert into outbox (event_id, stream, message_key, payload)
-select * from unnest(
-    (array[bench_uuid_v7(), bench_uuid_v7(), bench_uuid_v7()])[1 : :nlines] || bench_uuid_v7(),
-    array_fill('stock-levels'::text, array[:nlines::int]) || 'order-status'::text,
-    (array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines] || :p_id::text,
-    ((array[
-        format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
-               bench_uuid_v7()::text, bench_sku(:k1), 1234, :k1::int, 999998765, -:q1::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z'),
-        format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
-               bench_uuid_v7()::text, bench_sku(:k2), 1234, :k2::int, 999998765, -:q2::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z'),
-        format('{"eventId":"%s","schemaVersion": 1,"sku":"%s","version":%s,"name":"Bench item %s","quantity":%s,"delta":%s,"lowStockThreshold": 10,"wasLowStock": false,"reason":"ORDER_CONFIRMED","orderId":"%s","occurredAt":"%s"}',
-               bench_uuid_v7()::text, bench_sku(:k3), 1234, :k3::int, 999998765, -:q3::int, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z')
-     ])[1 : :nlines]
-    || format('{"eventId":"%s","schemaVersion": 1,"orderId":"%s","version": 2,"occurredAt":"%s","type":"OrderStatusChanged","data":{"userId":"user-%s","from":"PENDING","to":"CONFIRMED","reason": null,"changedBy": null}}',
-              bench_uuid_v7()::text, :p_id::text, (to_json(now() at time zone 'UTC') #>> '{}') || 'Z', :uid::text)
-    )::jsonb[]);
-
--- 16. wake the relays
-\if :notify
-select pg_notify('oms_outbox', '');
-\endif
+select changed.*, (select count(*) from moved) as items_moved,
+       case when :notify = 1 then pg_notify('oms_outbox', '')::text end as notified
+  from changed;
 
 COMMIT;
