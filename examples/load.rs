@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{graphql, percentile, BenchServer};
+use support::{graphql, percentile, BenchServer, CpuReading};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -546,6 +546,7 @@ async fn run_api(args: &Args) -> Value {
     let (users, subscriptions) =
         make_users(&server, users_wanted, catalogue.clone(), &recorder).await;
     let rss_before = server.rss_kib();
+    let cpu_before = CpuReading::now(&server);
     let elapsed = match args.mode.as_str() {
         "open" => run_open(&users, args.seconds, args.rate).await,
         _ => run_profile(&users, args.seconds).await,
@@ -562,6 +563,7 @@ async fn run_api(args: &Args) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu_after = CpuReading::now(&server);
     let rss_after = server.rss_kib();
     // Where the time went inside oms: consumer and relay timings, backlog, lag.
     let internals: Vec<String> = reqwest::get(format!("http://{}/metrics", server.addr))
@@ -648,6 +650,7 @@ async fn run_api(args: &Args) -> Value {
         "confirmed_per_second": confirmed_per_second.round(),
         "placed_to_confirmed": summary(&mut confirm_delays),
         "server_rss_mib": { "before": rss_before / 1024, "after": rss_after / 1024 },
+        "cpu": cpu_before.per_order_since(&cpu_after, recorder.placed.len()),
         "oms_metrics": internals,
         "audit_passed": audit_passed,
         "audit": audit,
@@ -989,6 +992,11 @@ fn print_table(report: &Value) {
         report["placed"], report["confirmed"], report["rejected"], report["confirmed_per_second"],
         report["server_rss_mib"]["before"], report["server_rss_mib"]["after"],
         if report["audit_passed"] == true { "passed (no oversold stock, ledger balances)" } else { "FAILED" },
+    );
+    println!(
+        "CPU from the first request until every order was decided: machine {}% busy, {} CPU-ms per placed order (oms itself {})",
+        report["cpu"]["machine_busy_percent"], report["cpu"]["machine_cpu_ms_per_order"],
+        report["cpu"]["oms_cpu_ms_per_order"],
     );
     if report["audit_passed"] != true {
         println!("{}", report["audit"].as_str().unwrap_or_default());

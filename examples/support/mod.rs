@@ -99,6 +99,11 @@ impl BenchServer {
             .unwrap()
     }
 
+    /// CPU time the server process has used so far (user + system), in ms.
+    pub fn cpu_ms(&self) -> f64 {
+        process_cpu_ms(self.pid)
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
         self.child.kill().await.ok();
@@ -139,4 +144,80 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user + system) a process has used, in ms; 0 when it is gone.
+pub fn process_cpu_ms(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), from the 3rd: utime is the 14th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) * 1000.0 / TICKS_PER_SECOND
+}
+
+/// The whole machine's CPU time so far, all cores: (busy ms, elapsed core-ms), from /proc/stat.
+pub fn machine_cpu_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let times: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: f64 = times.iter().sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = times.get(3).unwrap_or(&0.0) + times.get(4).unwrap_or(&0.0);
+    let to_ms = 1000.0 / TICKS_PER_SECOND;
+    ((total - idle) * to_ms, total * to_ms)
+}
+
+/// CPU used from one reading to a later one.
+#[derive(Clone, Copy)]
+pub struct CpuReading {
+    machine_busy_ms: f64,
+    machine_total_ms: f64,
+    server_ms: f64,
+}
+
+impl CpuReading {
+    pub fn now(server: &BenchServer) -> CpuReading {
+        let (machine_busy_ms, machine_total_ms) = machine_cpu_ms();
+        CpuReading {
+            machine_busy_ms,
+            machine_total_ms,
+            server_ms: server.cpu_ms(),
+        }
+    }
+
+    /// The CPU used since `self`, per order of `orders`, as JSON: the machine's busy share, its
+    /// busy CPU-ms per order, and the oms process's CPU-ms per order.
+    pub fn per_order_since(&self, later: &CpuReading, orders: usize) -> Value {
+        let busy = later.machine_busy_ms - self.machine_busy_ms;
+        let total = later.machine_total_ms - self.machine_total_ms;
+        let server = later.server_ms - self.server_ms;
+        let per_order = |ms: f64| {
+            if orders == 0 {
+                Value::Null
+            } else {
+                json!((ms / orders as f64 * 100.0).round() / 100.0)
+            }
+        };
+        json!({
+            "machine_busy_percent": if total > 0.0 { (busy * 1000.0 / total).round() / 10.0 } else { 0.0 },
+            "machine_cpu_ms_per_order": per_order(busy),
+            "oms_cpu_ms_per_order": per_order(server),
+        })
+    }
 }
