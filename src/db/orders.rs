@@ -264,7 +264,9 @@ pub struct ChangeToWrite<'a> {
 /// Writes a status change in one statement: the stock moves and their ledger rows, the order
 /// (only if it is still at the version before the change), its history entry, and its events
 /// in the outbox, waking the relays. The stock check constraint refuses any stock below zero.
-/// Fails with [`sqlx::Error::RowNotFound`] when the order or an item was not as locked.
+/// Run it in the transaction that locked the order and the items: it fails with
+/// [`sqlx::Error::RowNotFound`] when the order or an item is no longer as locked, and the caller
+/// then rolls back whatever part of the statement applied.
 pub async fn write_change(
     conn: &mut PgConnection,
     change: &ChangeToWrite<'_>,

@@ -15,5 +15,6 @@ mod limits;
 mod order_flow;
 mod properties;
 mod schema;
+mod stale_changes;
 mod subscriptions;
 mod validation;

@@ -1,0 +1,168 @@
+//! The one-statement status change (`db::orders::write_change`) writes only over the rows as its
+//! transaction locked them: if the order or a stock item moved on since, it fails, and the
+//! transaction (rolled back) has written nothing.
+
+use crate::helpers::Deployment;
+use oms::auth::{Role, Viewer};
+use oms::db;
+use oms::db::orders::{ChangeToWrite, OrderRow};
+use oms::domain::events::StockChangeReason;
+use oms::domain::order::RequestedLine;
+use oms::domain::status::OrderStatus;
+use oms::service::applying::apply_inventory_check;
+use oms::service::inventory::{upsert_item, ItemInput};
+use oms::service::placing::place_order;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn fresh_database() -> (Deployment, PgPool) {
+    let deployment = Deployment::new();
+    db::create_database_if_missing(&deployment.database_url)
+        .await
+        .unwrap();
+    let pool = PgPool::connect(&deployment.database_url).await.unwrap();
+    db::MIGRATOR.run(&pool).await.unwrap();
+    (deployment, pool)
+}
+
+async fn drop_database(deployment: Deployment, pool: PgPool) {
+    pool.close().await;
+    use sqlx::migrate::MigrateDatabase;
+    let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
+}
+
+/// Counts of what a change writes: ledger rows, history entries, outbox events.
+async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select (select count(*) from stock_movements), (select count(*) from order_status_history),
+                (select count(*) from outbox)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
+    upsert_item(
+        pool,
+        ItemInput {
+            sku: sku.into(),
+            name: "Lamp".into(),
+            quantity: 10,
+            low_stock_threshold: None,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let alice = Viewer {
+        user_id: "alice".into(),
+        role: Role::Customer,
+        expires_at: u64::MAX,
+    };
+    let line = RequestedLine {
+        sku: sku.into(),
+        quantity: 2,
+    };
+    place_order(pool, &alice, vec![line], None)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Tries to move `order` (as it was read) to `to`, moving the stock of `stock_moves` (items as
+/// they were read), in a transaction that is committed only if the change was written, as the
+/// consumers do.
+async fn write_change_over(
+    pool: &PgPool,
+    order: &OrderRow,
+    to: OrderStatus,
+    stock_moves: &[(&db::inventory::InventoryItemRow, i32)],
+) -> sqlx::Result<OrderRow> {
+    let changed = OrderRow {
+        status: to,
+        version: order.version + 1,
+        stock_deducted: !stock_moves.is_empty(),
+        ..order.clone()
+    };
+    let (entry, _) = oms::service::status_change(&changed, Some(order.status), None, None);
+    let mut tx = pool.begin().await.unwrap();
+    let written = db::orders::write_change(
+        &mut tx,
+        &ChangeToWrite {
+            order: &changed,
+            entry: &entry,
+            stock_moves,
+            stock_reason: StockChangeReason::OrderConfirmed,
+            events: &[],
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+#[tokio::test]
+async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing() {
+    let (deployment, pool) = fresh_database().await;
+    let read = place_pending_order(&pool, "LAMP").await;
+    let item = db::inventory::find_by_skus(&pool, &["LAMP".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    // Meanwhile the inventory check confirms it (version 2, 2 units deducted).
+    apply_inventory_check(&pool, Uuid::now_v7(), read.id)
+        .await
+        .unwrap();
+    let before = written_rows(&pool).await;
+
+    let stale = write_change_over(&pool, &read, OrderStatus::Rejected, &[]).await;
+
+    assert!(matches!(stale, Err(sqlx::Error::RowNotFound)), "{stale:?}");
+    assert_eq!(written_rows(&pool).await, before);
+    let after = db::inventory::find_by_skus(&pool, &["LAMP".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((after.quantity, after.version), (8, item.version + 1));
+    let stored = db::orders::find(&pool, read.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (OrderStatus::Confirmed, 2));
+    drop_database(deployment, pool).await;
+}
+
+#[tokio::test]
+async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() {
+    let (deployment, pool) = fresh_database().await;
+    let order = place_pending_order(&pool, "RUG").await;
+    let read_item = db::inventory::find_by_skus(&pool, &["RUG".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    // Staff set the stock after it was read.
+    upsert_item(
+        &pool,
+        ItemInput {
+            sku: "RUG".into(),
+            name: "Rug".into(),
+            quantity: 1,
+            low_stock_threshold: None,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = written_rows(&pool).await;
+
+    let stale = write_change_over(&pool, &order, OrderStatus::Confirmed, &[(&read_item, -2)]).await;
+
+    assert!(matches!(stale, Err(sqlx::Error::RowNotFound)), "{stale:?}");
+    assert_eq!(written_rows(&pool).await, before);
+    let stored = db::orders::find(&pool, order.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (OrderStatus::Pending, 1));
+    let rug = db::inventory::find_by_skus(&pool, &["RUG".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(rug.quantity, 1);
+    drop_database(deployment, pool).await;
+}
