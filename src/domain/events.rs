@@ -141,6 +141,16 @@ impl EventBody {
         }
     }
 
+    /// The customer whose order the event is about, where the event says.
+    pub fn order_owner(&self) -> Option<&str> {
+        match self {
+            EventBody::OrderPlaced(placed) => Some(&placed.user_id),
+            EventBody::OrderStatusChanged(changed) => Some(&changed.user_id),
+            EventBody::StatusChangeRefused(refused) => Some(&refused.user_id),
+            EventBody::StatusChangeRequested(_) => None,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             EventBody::OrderPlaced(_) => "OrderPlaced",

@@ -216,7 +216,7 @@ async fn one_order(
     after_version: Option<i32>,
 ) -> async_graphql::Result<ChangeStream> {
     // Subscribe before reading, so nothing committed after the read can be missed.
-    let mut live = feed.subscribe();
+    let mut live = feed.subscribe_to_order(order_id);
     let order = db::orders::find(&pool, order_id)
         .await
         .gql()?
@@ -277,7 +277,12 @@ fn every_visible_order(
     viewer: Viewer,
     status: Option<crate::domain::status::OrderStatus>,
 ) -> ChangeStream {
-    let mut live = feed.subscribe();
+    // A customer sees only their own orders: their channel carries only those.
+    let mut live = if viewer.is_staff() {
+        feed.subscribe()
+    } else {
+        feed.subscribe_to_customer(&viewer.user_id)
+    };
     let mut sent = SentVersions::new();
     async_stream::stream! {
         loop {

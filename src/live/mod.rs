@@ -1,7 +1,8 @@
 //! Live fan-out: every instance reads the whole `order-status` and `stock-levels` topics (outside
-//! any consumer group) and republishes each event on a tokio broadcast channel that feeds the
+//! any consumer group) and republishes each event on tokio broadcast channels that feed the
 //! GraphQL subscriptions of this instance. So a subscriber on any instance sees every change,
-//! whichever instance applied it.
+//! whichever instance applied it. Status changes also go to per-order and per-customer channels,
+//! so that a customer's subscription wakes only for that customer's orders.
 
 use crate::config::KafkaArgs;
 use crate::domain::events::{decode, decode_stock_level, Event, StockLevelChanged, Stream};
@@ -9,10 +10,14 @@ use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// A per-instance channel of live events of one kind.
 pub struct Feed<T> {
@@ -40,8 +45,12 @@ impl<T> Feed<T> {
     }
 
     pub fn publish(&self, event: T) {
+        self.publish_shared(Arc::new(event));
+    }
+
+    fn publish_shared(&self, event: Arc<T>) {
         // No subscriber is not an error: nobody is watching right now.
-        let _ = self.sender.send(Arc::new(event));
+        let _ = self.sender.send(event);
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -49,10 +58,114 @@ impl<T> Feed<T> {
     }
 }
 
-/// Order status changes (and refused requests).
-pub type StatusFeed = Feed<Event>;
 /// Stock level changes.
 pub type StockFeed = Feed<StockLevelChanged>;
+
+/// Events kept for one order's or one customer's subscribers that are behind: few changes
+/// concern one key, and each key's channel holds this many slots, so it stays small.
+const KEYED_CAPACITY: usize = 256;
+
+/// Per-key channels (an order, a customer), made when first subscribed to and dropped once
+/// nobody listens.
+struct KeyedChannels<K> {
+    channels: Mutex<HashMap<K, broadcast::Sender<Arc<Event>>>>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq> KeyedChannels<K> {
+    fn new(capacity: usize) -> Self {
+        KeyedChannels {
+            channels: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn subscribe(&self, key: K) -> broadcast::Receiver<Arc<Event>> {
+        let mut channels = self.channels.lock().expect("live channels lock");
+        // Forget the channels nobody listens to any more, now and then (amortised: when the
+        // map has grown to a power of two).
+        if channels.len() >= 64 && channels.len().is_power_of_two() {
+            channels.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        channels
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+
+    fn publish<Q: Hash + Eq + ?Sized>(&self, key: &Q, event: &Arc<Event>)
+    where
+        K: Borrow<Q>,
+    {
+        let mut channels = self.channels.lock().expect("live channels lock");
+        if let Some(sender) = channels.get(key) {
+            if sender.send(event.clone()).is_err() {
+                channels.remove(key);
+            }
+        }
+    }
+
+    fn subscriber_count(&self) -> usize {
+        let channels = self.channels.lock().expect("live channels lock");
+        channels
+            .values()
+            .map(broadcast::Sender::receiver_count)
+            .sum()
+    }
+}
+
+/// Order status changes (and refused requests), routed so that a subscriber only wakes for the
+/// events it may want: every event to the all-orders channel (staff), and to the channels of its
+/// order and of the order's customer, if anyone listens there.
+#[derive(Clone)]
+pub struct StatusFeed {
+    every_order: Feed<Event>,
+    by_order: Arc<KeyedChannels<Uuid>>,
+    by_customer: Arc<KeyedChannels<String>>,
+}
+
+impl StatusFeed {
+    /// `capacity` events kept for subscribers to every order that are behind; at most
+    /// [`KEYED_CAPACITY`] for those of one order or one customer.
+    pub fn new(capacity: usize) -> Self {
+        let keyed = capacity.min(KEYED_CAPACITY);
+        StatusFeed {
+            every_order: Feed::new(capacity),
+            by_order: Arc::new(KeyedChannels::new(keyed)),
+            by_customer: Arc::new(KeyedChannels::new(keyed)),
+        }
+    }
+
+    /// Every order's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.every_order.subscribe()
+    }
+
+    /// The events of one order.
+    pub fn subscribe_to_order(&self, order_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+        self.by_order.subscribe(order_id)
+    }
+
+    /// The events of the orders of one customer.
+    pub fn subscribe_to_customer(&self, user_id: &str) -> broadcast::Receiver<Arc<Event>> {
+        self.by_customer.subscribe(user_id.to_owned())
+    }
+
+    pub fn publish(&self, event: Event) {
+        let event = Arc::new(event);
+        self.by_order.publish(&event.order_id, &event);
+        if let Some(owner) = event.body.order_owner() {
+            self.by_customer.publish(owner, &event);
+        }
+        self.every_order.publish_shared(event);
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.every_order.subscriber_count()
+            + self.by_order.subscriber_count()
+            + self.by_customer.subscriber_count()
+    }
+}
 
 /// The live feeds of one instance.
 #[derive(Clone)]
@@ -64,7 +177,7 @@ pub struct LiveFeeds {
 impl LiveFeeds {
     pub fn new(capacity: usize) -> Self {
         LiveFeeds {
-            status: Feed::new(capacity),
+            status: StatusFeed::new(capacity),
             stock: Feed::new(capacity),
         }
     }
@@ -167,4 +280,77 @@ fn assign_at_end(
         assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{EventBody, OrderStatusChanged};
+    use crate::domain::status::OrderStatus;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    fn confirmed(order_id: Uuid, customer: &str) -> Event {
+        Event::new(
+            order_id,
+            2,
+            EventBody::OrderStatusChanged(OrderStatusChanged {
+                user_id: customer.into(),
+                from: Some(OrderStatus::Pending),
+                to: OrderStatus::Confirmed,
+                reason: None,
+                changed_by: None,
+            }),
+        )
+    }
+
+    fn orders_received(receiver: &mut broadcast::Receiver<Arc<Event>>) -> Vec<Uuid> {
+        let mut received = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            received.push(event.order_id);
+        }
+        received
+    }
+
+    #[test]
+    fn each_subscriber_receives_only_the_events_of_its_order_or_customer_and_staff_every_one() {
+        let feed = StatusFeed::new(16);
+        let (alices, bobs) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut every_order = feed.subscribe();
+        let mut alice = feed.subscribe_to_customer("alice");
+        let mut bobs_order = feed.subscribe_to_order(bobs);
+
+        feed.publish(confirmed(alices, "alice"));
+        feed.publish(confirmed(bobs, "bob"));
+
+        assert_eq!(orders_received(&mut every_order), vec![alices, bobs]);
+        assert_eq!(orders_received(&mut alice), vec![alices]);
+        assert_eq!(orders_received(&mut bobs_order), vec![bobs]);
+        assert_eq!(feed.subscriber_count(), 3);
+    }
+
+    #[test]
+    fn a_channel_nobody_listens_to_any_more_is_dropped_at_its_next_event() {
+        let feed = StatusFeed::new(16);
+        let order = Uuid::now_v7();
+        let gone = feed.subscribe_to_order(order);
+        drop(gone);
+        feed.publish(confirmed(order, "alice"));
+        assert!(feed.by_order.channels.lock().unwrap().is_empty());
+
+        let mut again = feed.subscribe_to_order(order);
+        assert_eq!(again.try_recv().unwrap_err(), TryRecvError::Empty);
+        feed.publish(confirmed(order, "alice"));
+        assert_eq!(orders_received(&mut again), vec![order]);
+    }
+
+    #[test]
+    fn one_orders_channel_keeps_at_most_the_keyed_capacity_for_a_subscriber_behind() {
+        let feed = StatusFeed::new(4096);
+        let order = Uuid::now_v7();
+        let mut behind = feed.subscribe_to_order(order);
+        for _ in 0..KEYED_CAPACITY + 1 {
+            feed.publish(confirmed(order, "alice"));
+        }
+        assert_eq!(behind.try_recv().unwrap_err(), TryRecvError::Lagged(1));
+    }
 }
