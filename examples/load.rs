@@ -149,6 +149,8 @@ struct Recorder {
     placed: HashMap<String, Instant>,
     confirmed: HashMap<String, Instant>,
     rejected: usize,
+    /// Cancelled while still PENDING: decided without an inventory check's outcome.
+    cancelled_pending: usize,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -276,6 +278,9 @@ async fn subscribe(
                     recorder.confirmed.insert(id.to_owned(), now);
                 }
                 "REJECTED" => recorder.rejected += 1,
+                "CANCELLED" if !recorder.confirmed.contains_key(id) => {
+                    recorder.cancelled_pending += 1
+                }
                 _ => {}
             }
         }
@@ -556,7 +561,10 @@ async fn run_api(args: &Args) -> Value {
     loop {
         let (placed, decided) = {
             let r = recorder.lock().unwrap();
-            (r.placed.len(), r.confirmed.len() + r.rejected)
+            (
+                r.placed.len(),
+                r.confirmed.len() + r.rejected + r.cancelled_pending,
+            )
         };
         if decided >= placed || Instant::now() > drain_deadline {
             break;
