@@ -8,7 +8,7 @@ use crate::http::{self, HttpState};
 use crate::kafka::consume::ConsumerLoop;
 use crate::live::{LiveFeeds, LiveReader};
 use crate::metrics::Metrics;
-use crate::outbox::Relay;
+use crate::outbox::{OutboxWaker, Relay};
 use crate::{auth, db, kafka, seed};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -88,12 +88,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     let connections = TaskTracker::new();
 
     let metrics = Metrics::new();
+    let outbox = OutboxWaker::default();
     let relay = Relay::new(
         pool.clone(),
         producer.clone(),
         args.kafka.clone(),
         args.outbox_batch,
         metrics.clone(),
+        outbox.clone(),
     );
     tasks.spawn(relay.run(shutdown.clone()));
 
@@ -105,6 +107,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             Stream::Inventory,
             InventoryHandler {
                 pool: pool.clone(),
+                outbox: outbox.clone(),
                 metrics: metrics.clone(),
             },
             &dead_letters,
@@ -117,6 +120,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             Stream::Orders,
             OrdersHandler {
                 pool: pool.clone(),
+                outbox: outbox.clone(),
                 metrics: metrics.clone(),
             },
             &dead_letters,
@@ -134,6 +138,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         tasks.spawn(reader.run(shutdown.clone()));
         let schema = graphql::schema(
             pool.clone(),
+            outbox.clone(),
             feeds.clone(),
             metrics.clone(),
             args.limits.clone(),

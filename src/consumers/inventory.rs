@@ -4,11 +4,13 @@ use super::record_outcome;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
+use crate::outbox::OutboxWaker;
 use crate::service::applying::apply_inventory_check;
 use sqlx::PgPool;
 
 pub struct InventoryHandler {
     pub pool: PgPool,
+    pub outbox: OutboxWaker,
     pub metrics: Metrics,
 }
 
@@ -17,7 +19,8 @@ impl Handler for InventoryHandler {
         match event.body {
             EventBody::OrderPlaced(_) => {
                 let applied =
-                    apply_inventory_check(&self.pool, event.event_id, event.order_id).await?;
+                    apply_inventory_check(&self.pool, &self.outbox, event.event_id, event.order_id)
+                        .await?;
                 record_outcome(&self.metrics, &applied);
                 Ok(())
             }

@@ -5,11 +5,13 @@ use super::record_outcome;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
+use crate::outbox::OutboxWaker;
 use crate::service::applying::apply_requested_change;
 use sqlx::PgPool;
 
 pub struct OrdersHandler {
     pub pool: PgPool,
+    pub outbox: OutboxWaker,
     pub metrics: Metrics,
 }
 
@@ -17,9 +19,14 @@ impl Handler for OrdersHandler {
     async fn handle(&self, event: Event) -> Result<(), HandleError> {
         match &event.body {
             EventBody::StatusChangeRequested(request) => {
-                let applied =
-                    apply_requested_change(&self.pool, event.event_id, event.order_id, request)
-                        .await?;
+                let applied = apply_requested_change(
+                    &self.pool,
+                    &self.outbox,
+                    event.event_id,
+                    event.order_id,
+                    request,
+                )
+                .await?;
                 record_outcome(&self.metrics, &applied);
                 Ok(())
             }

@@ -51,7 +51,7 @@ pub const LINE_SKU_CONSTRAINT: &str = "order_lines_sku_fkey";
 
 /// Places an order in one statement (so one round trip, atomic without a transaction): `order`
 /// as it is placed, its lines numbered from 1, its first history entry `placed`, and its
-/// `events` in the outbox, waking the relays. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key
+/// `events` in the outbox. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key
 /// was used, and on [`LINE_SKU_CONSTRAINT`] when a SKU does not exist.
 pub async fn insert_placed(
     db: impl PgExecutor<'_>,
@@ -82,7 +82,7 @@ pub async fn insert_placed(
              insert into outbox (event_id, stream, message_key, payload)
              select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[])
          )
-         select placed.*, pg_notify($17, '')::text as notified from placed"
+         select * from placed"
     ))
     .bind(order.id)
     .bind(&order.user_id)
@@ -100,7 +100,6 @@ pub async fn insert_placed(
     .bind(streams)
     .bind(keys)
     .bind(payloads)
-    .bind(super::outbox::NOTIFY_CHANNEL)
     .fetch_one(db)
     .await
 }
@@ -263,7 +262,7 @@ pub struct ChangeToWrite<'a> {
 
 /// Writes a status change in one statement: the stock moves and their ledger rows, the order
 /// (only if it is still at the version before the change), its history entry, and its events
-/// in the outbox, waking the relays. The stock check constraint refuses any stock below zero.
+/// in the outbox. The stock check constraint refuses any stock below zero.
 /// Run it in the transaction that locked the order and the items: it fails with
 /// [`sqlx::Error::RowNotFound`] when the order or an item is no longer as locked, and the caller
 /// then rolls back whatever part of the statement applied.
@@ -314,9 +313,7 @@ pub async fn write_change(
              insert into outbox (event_id, stream, message_key, payload)
              select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[])
          )
-         select changed.*, (select count(*) from moved) as items_moved,
-                pg_notify($19, '')::text as notified
-         from changed"
+         select changed.*, (select count(*) from moved) as items_moved from changed"
     ))
     .bind(order.id)
     .bind(order.status)
@@ -336,7 +333,6 @@ pub async fn write_change(
     .bind(streams)
     .bind(keys)
     .bind(payloads)
-    .bind(super::outbox::NOTIFY_CHANNEL)
     .fetch_optional(conn)
     .await?;
     match written {

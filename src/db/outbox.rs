@@ -5,7 +5,7 @@ use crate::domain::events::{Event, StockLevelChanged, Stream};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// The channel a committed outbox row is announced on, so relays wake at once.
+/// The channel relays listen on, to wake at once when outbox rows were committed.
 pub const NOTIFY_CHANNEL: &str = "oms_outbox";
 
 /// Only the relay holding this transaction-scoped advisory lock publishes, so events leave in
@@ -70,27 +70,33 @@ pub(super) fn columns(
     (ids, streams, keys, payloads)
 }
 
-/// Queues events and wakes relays when they are committed: in one statement, so atomic even
-/// on the pool; in a transaction, with the rest of it.
+/// Queues events: in one statement, so atomic even on the pool; in a transaction, with the rest
+/// of it. Wake the relays once it is committed (`outbox::OutboxWaker`).
 pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
     let (ids, streams, keys, payloads) = columns(messages);
     sqlx::query(
-        "with queued as (
-             insert into outbox (event_id, stream, message_key, payload)
-             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
-         )
-         select pg_notify($5, '')",
+        "insert into outbox (event_id, stream, message_key, payload)
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
     )
     .bind(ids)
     .bind(streams)
     .bind(keys)
     .bind(payloads)
-    .bind(NOTIFY_CHANNEL)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Wakes the relays of every instance (a NOTIFY in a transaction of its own, which writes
+/// nothing and so holds the notification queue's lock only for a moment).
+pub async fn wake_relays(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

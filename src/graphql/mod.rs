@@ -14,6 +14,7 @@ use crate::config::ApiLimits;
 use crate::error::AppError;
 use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
+use crate::outbox::OutboxWaker;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
@@ -33,7 +34,13 @@ fn builder(
 }
 
 /// The schema with everything resolvers need.
-pub fn schema(pool: PgPool, feeds: LiveFeeds, metrics: Metrics, limits: ApiLimits) -> OmsSchema {
+pub fn schema(
+    pool: PgPool,
+    outbox: OutboxWaker,
+    feeds: LiveFeeds,
+    metrics: Metrics,
+    limits: ApiLimits,
+) -> OmsSchema {
     let mut builder = builder()
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
@@ -50,6 +57,7 @@ pub fn schema(pool: PgPool, feeds: LiveFeeds, metrics: Metrics, limits: ApiLimit
         .data(DataLoader::new(HistoryByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderById(pool.clone()), tokio::spawn))
         .data(pool)
+        .data(outbox)
         .data(feeds.status)
         .data(feeds.stock)
         .data(MutationRateLimiter::new(

@@ -8,6 +8,7 @@ use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::IntoGraphql;
 use crate::metrics::Metrics;
+use crate::outbox::OutboxWaker;
 use crate::service;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use sqlx::PgPool;
@@ -90,6 +91,7 @@ impl MutationRoot {
             .collect();
         let result = service::placing::place_order(
             ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             lines,
             input.idempotency_key,
@@ -132,6 +134,7 @@ impl MutationRoot {
         };
         let outcome = service::status_requests::request_status_change(
             ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             order_id,
             input.status,
@@ -155,6 +158,7 @@ impl MutationRoot {
         staff(ctx)?;
         let result = service::inventory::upsert_item(
             ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<OutboxWaker>(),
             service::inventory::ItemInput {
                 sku: input.sku,
                 name: input.name,

@@ -10,6 +10,7 @@ use crate::domain::events::{
 };
 use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
+use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -63,6 +64,7 @@ impl From<sqlx::Error> for ApplyError {
 /// lock, the lines with their stock locked, the change, COMMIT.
 pub async fn apply_inventory_check(
     pool: &PgPool,
+    outbox: &OutboxWaker,
     event_id: Uuid,
     order_id: Uuid,
 ) -> Result<Applied, ApplyError> {
@@ -111,6 +113,7 @@ pub async fn apply_inventory_check(
     };
     let changed = change_status(&mut tx, &order, change).await?;
     tx.commit().await?;
+    outbox.wake();
     tracing::info!(order_id = %order.id, status = %changed.status, "inventory check applied");
     Ok(Applied::Changed(changed))
 }
@@ -119,6 +122,7 @@ pub async fn apply_inventory_check(
 /// deducted order is cancelled. A change no longer allowed is announced as refused.
 pub async fn apply_requested_change(
     pool: &PgPool,
+    outbox: &OutboxWaker,
     event_id: Uuid,
     order_id: Uuid,
     request: &StatusChangeRequested,
@@ -167,6 +171,9 @@ pub async fn apply_requested_change(
         }
     };
     tx.commit().await?;
+    if matches!(outcome, Applied::Changed(_) | Applied::Refused { .. }) {
+        outbox.wake();
+    }
     tracing::info!(order_id = %order.id, %event_id, outcome = ?outcome, "status request applied");
     Ok(outcome)
 }

@@ -7,6 +7,7 @@ use crate::domain::events::StockChangeReason;
 use crate::domain::order::validate_inventory_item;
 use crate::domain::user_error::UserError;
 use crate::error::AppError;
+use crate::outbox::OutboxWaker;
 use sqlx::PgPool;
 
 pub struct ItemInput {
@@ -19,6 +20,7 @@ pub struct ItemInput {
 /// Creates or updates an item; the change of stock goes to the ledger.
 pub async fn upsert_item(
     pool: &PgPool,
+    outbox: &OutboxWaker,
     input: ItemInput,
 ) -> Result<Result<InventoryItemRow, Vec<UserError>>, AppError> {
     let errors = validate_inventory_item(
@@ -52,6 +54,7 @@ pub async fn upsert_item(
     );
     db::outbox::enqueue(&mut *tx, &[(&changed).into()]).await?;
     tx.commit().await?;
+    outbox.wake();
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
     Ok(Ok(item))
 }

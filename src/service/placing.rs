@@ -10,6 +10,7 @@ use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine}
 use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
+use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,6 +20,7 @@ pub type PlaceOrderResult = Result<OrderRow, Vec<UserError>>;
 
 pub async fn place_order(
     pool: &PgPool,
+    outbox: &OutboxWaker,
     viewer: &Viewer,
     lines: Vec<RequestedLine>,
     idempotency_key: Option<String>,
@@ -91,6 +93,7 @@ pub async fn place_order(
             }
             Err(e) => return Err(e.into()),
         };
+    outbox.wake();
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
     Ok(Ok(order))
 }

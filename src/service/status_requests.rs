@@ -11,6 +11,7 @@ use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
+use crate::outbox::OutboxWaker;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -34,6 +35,7 @@ impl StatusRequestOutcome {
 
 pub async fn request_status_change(
     pool: &PgPool,
+    outbox: &OutboxWaker,
     viewer: &Viewer,
     order_id: Uuid,
     to: OrderStatus,
@@ -90,6 +92,7 @@ pub async fn request_status_change(
                 }),
             );
             db::outbox::enqueue(pool, &[(&request).into()]).await?;
+            outbox.wake();
             tracing::info!(order_id = %order.id, event_id = %request.event_id, to = %to, "status change queued");
             Ok(StatusRequestOutcome {
                 order: Some(order),

@@ -8,6 +8,7 @@ use oms::auth::{Role, Viewer};
 use oms::domain::events::{Actor, StatusChangeRequested};
 use oms::domain::order::RequestedLine;
 use oms::domain::status::OrderStatus;
+use oms::outbox::OutboxWaker;
 use oms::service::applying::{apply_inventory_check, apply_requested_change, Applied};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -69,14 +70,16 @@ enum Delivered {
 
 async fn apply(pool: &PgPool, event: &Delivered) -> Applied {
     match event {
-        Delivered::Placed { event_id, order } => apply_inventory_check(pool, *event_id, *order)
-            .await
-            .unwrap(),
+        Delivered::Placed { event_id, order } => {
+            apply_inventory_check(pool, &OutboxWaker::default(), *event_id, *order)
+                .await
+                .unwrap()
+        }
         Delivered::Requested {
             event_id,
             order,
             request,
-        } => apply_requested_change(pool, *event_id, *order, request)
+        } => apply_requested_change(pool, &OutboxWaker::default(), *event_id, *order, request)
             .await
             .unwrap(),
     }
@@ -104,7 +107,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
             quantity: 5,
             low_stock_threshold: None,
         };
-        oms::service::inventory::upsert_item(pool, input)
+        oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
             .await
             .unwrap()
             .unwrap();
@@ -133,10 +136,16 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
                         });
                     }
                 }
-                let order = oms::service::placing::place_order(pool, &viewer, requested, None)
-                    .await
-                    .unwrap()
-                    .expect("valid orders are placed");
+                let order = oms::service::placing::place_order(
+                    pool,
+                    &OutboxWaker::default(),
+                    &viewer,
+                    requested,
+                    None,
+                )
+                .await
+                .unwrap()
+                .expect("valid orders are placed");
                 prop_assert_eq!(order.status, OrderStatus::Pending);
                 orders.push((order.id, viewer));
             }
@@ -161,7 +170,12 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
                 };
                 let viewer = if by_staff { &staff } else { owner };
                 let outcome = oms::service::status_requests::request_status_change(
-                    pool, viewer, *id, to, None,
+                    pool,
+                    &OutboxWaker::default(),
+                    viewer,
+                    *id,
+                    to,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -202,7 +216,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
                     quantity,
                     low_stock_threshold: None,
                 };
-                oms::service::inventory::upsert_item(pool, input)
+                oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
                     .await
                     .unwrap()
                     .unwrap();

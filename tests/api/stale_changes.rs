@@ -9,6 +9,7 @@ use oms::db::orders::{ChangeToWrite, OrderRow};
 use oms::domain::events::StockChangeReason;
 use oms::domain::order::RequestedLine;
 use oms::domain::status::OrderStatus;
+use oms::outbox::OutboxWaker;
 use oms::service::applying::apply_inventory_check;
 use oms::service::inventory::{upsert_item, ItemInput};
 use oms::service::placing::place_order;
@@ -45,6 +46,7 @@ async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
 async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
     upsert_item(
         pool,
+        &OutboxWaker::default(),
         ItemInput {
             sku: sku.into(),
             name: "Lamp".into(),
@@ -64,7 +66,7 @@ async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
         sku: sku.into(),
         quantity: 2,
     };
-    place_order(pool, &alice, vec![line], None)
+    place_order(pool, &OutboxWaker::default(), &alice, vec![line], None)
         .await
         .unwrap()
         .unwrap()
@@ -111,7 +113,7 @@ async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing()
         .unwrap()
         .remove(0);
     // Meanwhile the inventory check confirms it (version 2, 2 units deducted).
-    apply_inventory_check(&pool, Uuid::now_v7(), read.id)
+    apply_inventory_check(&pool, &OutboxWaker::default(), Uuid::now_v7(), read.id)
         .await
         .unwrap();
     let before = written_rows(&pool).await;
@@ -141,6 +143,7 @@ async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() 
     // Staff set the stock after it was read.
     upsert_item(
         &pool,
+        &OutboxWaker::default(),
         ItemInput {
             sku: "RUG".into(),
             name: "Rug".into(),
