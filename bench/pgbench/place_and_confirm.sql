@@ -8,8 +8,8 @@
 --   idempotency key, the path every cart takes), on the pool (autocommit):
 --       1. orders::find_by_idempotency_key                   -> no row: a new key
 --       2. orders::insert_placed: one statement of data-modifying CTEs: the order, its lines,
---          its first history entry, OrderPlaced + OrderStatusChanged in the outbox, and
---          pg_notify (atomic without a transaction)
+--          its first history entry, OrderPlaced + OrderStatusChanged in the outbox (atomic
+--          without a transaction)
 --
 --   confirming (src/service/applying.rs apply_inventory_check, run by the inventory consumer
 --   for the OrderPlaced event), one transaction:
@@ -19,7 +19,12 @@
 --          locked in id order (for no key update)
 --       5. orders::write_change: one statement: the stock moved (quantity, item version) and
 --          its ledger rows, the order (CONFIRMED, version 2, stock deducted), its history entry,
---          one StockLevelChanged per line + OrderStatusChanged in the outbox, and pg_notify
+--          one StockLevelChanged per line + OrderStatusChanged in the outbox
+--
+--   No NOTIFY: a writer wakes the relay of its own instance in-process; a relay sends a NOTIFY
+--   only when another instance's relay is active (src/outbox/mod.rs). With -D notify=1 each
+--   writing statement also calls pg_notify, as oms did before: a NOTIFY in a transaction holds
+--   a database-wide lock through its commit, so the writing transactions commit one by one.
 --
 -- Not in this script:
 --   - the outbox relay (select the oldest rows, delete them by id once Kafka has them): it is
@@ -51,7 +56,7 @@
 --   cold_from first SKU a line that is not hot may take (hot_skus + 1 in the hot catalogue,
 --             so hot and cold picks never collide; 1 in the uniform one)  [uniform 1, hot 6]
 --   users     distinct customers                                           [100000]
---   notify    1: pg_notify in both transactions, as oms does; 0: without   [1]
+--   notify    0: no pg_notify, as oms; 1: in both writing transactions      [0]
 --   nokey     1: lock the stock FOR NO KEY UPDATE, as oms does; 0: FOR UPDATE, as it did [1]
 --
 -- Note (found with this script): inserting order_lines takes FOR KEY SHARE on each line's

@@ -19,9 +19,10 @@
 #                      uniform: each line any of the 50,000 SKUs
 #                      hot:     each line one of 5 hot SKUs with HOT_PCT % chance, else any other
 #                      +forupdate: lock_by_skus FOR UPDATE (oms before it took FOR NO KEY UPDATE)
-#                      +nonotify: without oms's pg_notify
+#                      +notify: a pg_notify in each writing transaction, as oms did before
+#                               its relays were woken in-process (see src/outbox/mod.rs)
 #                      +norelay:  without the relay client
-#                    e.g. CASES="uniform hot hot+forupdate uniform+nonotify"
+#                    e.g. CASES="uniform hot hot+forupdate uniform+notify"
 #   NSKUS [50000]  HOT_SKUS [5]  HOT_PCT [90]  USERS [100000]  STOCK [1000000000] per SKU
 #   RELAY_BATCH [500] (oms's OMS_OUTBOX_BATCH)  RELAY_ACK_MS [2] (stand-in for Kafka's ack)
 #   PGBENCH_OPTS     more options for place_and_confirm.sql's pgbench, e.g. "-P 2" (progress,
@@ -221,8 +222,8 @@ run_case() {
     local case=$1 clients=$2
     local catalogue=${case%%+*} flags=""
     [[ $case == *+* ]] && flags="+${case#*+}"
-    local notify=1 nokey=1 relay=1 pct cold_from
-    [[ $flags == *+nonotify* ]] && notify=0
+    local notify=0 nokey=1 relay=1 pct cold_from
+    [[ $flags == *+notify* ]] && notify=1
     [[ $flags == *+forupdate* ]] && nokey=0
     [[ $flags == *+norelay* ]] && relay=0
     case $catalogue in
