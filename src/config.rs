@@ -279,9 +279,10 @@ pub struct ServeArgs {
     /// Load the demo inventory at start-up (idempotent).
     #[arg(long, env = "OMS_SEED")]
     pub seed: bool,
-    /// Status changes buffered per instance for subscribers to every order (at most 256 for
-    /// those of one order or one customer); one that falls further behind is resynchronised
-    /// from the database.
+    /// Status changes buffered per instance for subscribers to every order (at most 16 for
+    /// those of one order, 256 for a customer's); a subscriber that falls further behind is
+    /// resynchronised from the database, except staff's stream of every order, which ends
+    /// with a SUBSCRIPTION_LAGGED error.
     #[arg(long, env = "OMS_LIVE_BUFFER", default_value_t = 4096)]
     pub live_buffer: usize,
     /// Outbox rows published per relay round trip.

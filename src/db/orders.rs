@@ -229,6 +229,25 @@ pub async fn history_of(
     .await
 }
 
+/// The changes of `user_id`'s orders made at or after `since`, oldest first.
+pub async fn history_of_customer_since(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Vec<StatusChangeRow>> {
+    sqlx::query_as(
+        "select h.order_id, h.version, h.from_status, h.to_status, h.reason, h.actor_id,
+                h.actor_role, h.at
+         from orders o join order_status_history h on h.order_id = o.id
+         where o.user_id = $1 and o.updated_at >= $2 and h.at >= $2
+         order by h.at, h.order_id, h.version",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(db)
+    .await
+}
+
 /// An order's changes with a version above `after_version`, oldest first.
 pub async fn history_after(
     db: impl PgExecutor<'_>,
@@ -263,11 +282,11 @@ pub struct ChangeToWrite<'a> {
 /// Writes a status change in one statement: the stock moves and their ledger rows, the order
 /// (only if it is still at the version before the change), its history entry, and its events
 /// in the outbox. The stock check constraint refuses any stock below zero.
-/// Run it in the transaction that locked the order and the items: it fails with
-/// [`sqlx::Error::RowNotFound`] when the order or an item is no longer as locked, and the caller
-/// then rolls back whatever part of the statement applied.
+/// It takes the transaction that locked the order and the items: it fails with
+/// [`sqlx::Error::RowNotFound`] when the order or an item is no longer as locked, and the
+/// transaction, rolled back, undoes whatever part of the statement applied.
 pub async fn write_change(
-    conn: &mut PgConnection,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     change: &ChangeToWrite<'_>,
 ) -> sqlx::Result<OrderRow> {
     #[derive(sqlx::FromRow)]
@@ -333,7 +352,7 @@ pub async fn write_change(
     .bind(streams)
     .bind(keys)
     .bind(payloads)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     match written {
         Some(written) if written.items_moved == change.stock_moves.len() as i64 => {

@@ -150,7 +150,7 @@ impl SubscriptionRoot {
                 "afterVersion needs orderId: versions count one order's changes".into(),
             )
             .extend()),
-            None => Ok(every_visible_order(feed, viewer, status)),
+            None => Ok(every_visible_order(pool, feed, viewer, status)),
         }?;
         Ok(holding(stream, slot))
     }
@@ -272,7 +272,13 @@ async fn one_order(
     .boxed())
 }
 
+/// How far before the newest change a customer's stream has sent it looks again when it fell
+/// behind: changes of different orders may reach it slightly out of order (different
+/// partitions), and anything already sent is dropped by version.
+const CATCH_UP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 fn every_visible_order(
+    pool: PgPool,
     feed: StatusFeed,
     viewer: Viewer,
     status: Option<crate::domain::status::OrderStatus>,
@@ -284,6 +290,7 @@ fn every_visible_order(
         feed.subscribe_to_customer(&viewer.user_id)
     };
     let mut sent = SentVersions::new();
+    let mut newest_sent = chrono::Utc::now();
     async_stream::stream! {
         loop {
             match live.recv().await {
@@ -301,10 +308,34 @@ fn every_visible_order(
                     {
                         continue;
                     }
+                    newest_sent = newest_sent.max(change.at);
                     if status.is_none_or(|wanted| wanted == change.to) {
                         yield Ok(change);
                     }
                 }
+                // A customer's stream that fell behind catches up from the database: the
+                // changes of their orders since shortly before the newest one it has seen.
+                // (Refused requests missed meanwhile are not replayed: they changed nothing.)
+                Err(RecvError::Lagged(missed)) if !viewer.is_staff() => {
+                    tracing::debug!(user_id = %viewer.user_id, missed, "a customer's live stream fell behind; catching up");
+                    let since = newest_sent - CATCH_UP_MARGIN;
+                    match db::orders::history_of_customer_since(&pool, &viewer.user_id, since).await {
+                        Ok(changes) => for change in changes {
+                            if !sent.is_new(&change.order_id, change.version) {
+                                continue;
+                            }
+                            newest_sent = newest_sent.max(change.at);
+                            if status.is_none_or(|wanted| wanted == change.to_status) {
+                                yield Ok(OrderStatusChange::from_history(change));
+                            }
+                        },
+                        Err(error) => {
+                            yield Err::<OrderStatusChange, _>(AppError::from(error).extend());
+                            break;
+                        }
+                    }
+                }
+                // Staff's stream of every order has no such catch-up: it ends, saying why.
                 Err(RecvError::Lagged(missed)) => {
                     yield Err(AppError::Lagged(missed).extend());
                     break;

@@ -61,36 +61,57 @@ impl<T> Feed<T> {
 /// Stock level changes.
 pub type StockFeed = Feed<StockLevelChanged>;
 
-/// Events kept for one order's or one customer's subscribers that are behind: few changes
-/// concern one key, and each key's channel holds this many slots, so it stays small.
-const KEYED_CAPACITY: usize = 256;
+/// Events kept for a one-order subscriber that is behind. A broadcast channel allocates all its
+/// slots up front (about 32 bytes each), and one order has only a handful of changes; one that
+/// falls further behind catches up from the order's history.
+const ORDER_CAPACITY: usize = 16;
+
+/// Events kept for a customer's subscriber that is behind (about 8 KiB per customer listened
+/// to); one that falls further behind catches up from the database.
+const CUSTOMER_CAPACITY: usize = 256;
 
 /// Per-key channels (an order, a customer), made when first subscribed to and dropped once
 /// nobody listens.
 struct KeyedChannels<K> {
-    channels: Mutex<HashMap<K, broadcast::Sender<Arc<Event>>>>,
+    channels: Mutex<Channels<K>>,
     capacity: usize,
 }
+
+struct Channels<K> {
+    by_key: HashMap<K, broadcast::Sender<Arc<Event>>>,
+    /// The map's size at which channels nobody listens to are swept out.
+    sweep_at: usize,
+}
+
+/// The smallest map that is swept.
+const MIN_SWEEP: usize = 64;
 
 impl<K: Hash + Eq> KeyedChannels<K> {
     fn new(capacity: usize) -> Self {
         KeyedChannels {
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels {
+                by_key: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
             capacity,
         }
     }
 
     fn subscribe(&self, key: K) -> broadcast::Receiver<Arc<Event>> {
         let mut channels = self.channels.lock().expect("live channels lock");
-        // Forget the channels nobody listens to any more, now and then (amortised: when the
-        // map has grown to a power of two).
-        if channels.len() >= 64 && channels.len().is_power_of_two() {
-            channels.retain(|_, sender| sender.receiver_count() > 0);
+        if let Some(sender) = channels.by_key.get(&key) {
+            return sender.subscribe();
         }
-        channels
-            .entry(key)
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe()
+        // Amortised: sweep when the map has doubled since the last sweep left it.
+        if channels.by_key.len() >= channels.sweep_at {
+            channels
+                .by_key
+                .retain(|_, sender| sender.receiver_count() > 0);
+            channels.sweep_at = MIN_SWEEP.max(2 * channels.by_key.len());
+        }
+        let (sender, receiver) = broadcast::channel(self.capacity);
+        channels.by_key.insert(key, sender);
+        receiver
     }
 
     fn publish<Q: Hash + Eq + ?Sized>(&self, key: &Q, event: &Arc<Event>)
@@ -98,9 +119,9 @@ impl<K: Hash + Eq> KeyedChannels<K> {
         K: Borrow<Q>,
     {
         let mut channels = self.channels.lock().expect("live channels lock");
-        if let Some(sender) = channels.get(key) {
+        if let Some(sender) = channels.by_key.get(key) {
             if sender.send(event.clone()).is_err() {
-                channels.remove(key);
+                channels.by_key.remove(key);
             }
         }
     }
@@ -108,6 +129,7 @@ impl<K: Hash + Eq> KeyedChannels<K> {
     fn subscriber_count(&self) -> usize {
         let channels = self.channels.lock().expect("live channels lock");
         channels
+            .by_key
             .values()
             .map(broadcast::Sender::receiver_count)
             .sum()
@@ -126,13 +148,12 @@ pub struct StatusFeed {
 
 impl StatusFeed {
     /// `capacity` events kept for subscribers to every order that are behind; at most
-    /// [`KEYED_CAPACITY`] for those of one order or one customer.
+    /// [`ORDER_CAPACITY`] for those of one order and [`CUSTOMER_CAPACITY`] for a customer's.
     pub fn new(capacity: usize) -> Self {
-        let keyed = capacity.min(KEYED_CAPACITY);
         StatusFeed {
             every_order: Feed::new(capacity),
-            by_order: Arc::new(KeyedChannels::new(keyed)),
-            by_customer: Arc::new(KeyedChannels::new(keyed)),
+            by_order: Arc::new(KeyedChannels::new(capacity.min(ORDER_CAPACITY))),
+            by_customer: Arc::new(KeyedChannels::new(capacity.min(CUSTOMER_CAPACITY))),
         }
     }
 
@@ -335,7 +356,7 @@ mod tests {
         let gone = feed.subscribe_to_order(order);
         drop(gone);
         feed.publish(confirmed(order, "alice"));
-        assert!(feed.by_order.channels.lock().unwrap().is_empty());
+        assert!(feed.by_order.channels.lock().unwrap().by_key.is_empty());
 
         let mut again = feed.subscribe_to_order(order);
         assert_eq!(again.try_recv().unwrap_err(), TryRecvError::Empty);
@@ -344,13 +365,28 @@ mod tests {
     }
 
     #[test]
-    fn one_orders_channel_keeps_at_most_the_keyed_capacity_for_a_subscriber_behind() {
+    fn one_orders_channel_keeps_at_most_its_capacity_for_a_subscriber_behind() {
         let feed = StatusFeed::new(4096);
         let order = Uuid::now_v7();
         let mut behind = feed.subscribe_to_order(order);
-        for _ in 0..KEYED_CAPACITY + 1 {
+        for _ in 0..ORDER_CAPACITY + 1 {
             feed.publish(confirmed(order, "alice"));
         }
         assert_eq!(behind.try_recv().unwrap_err(), TryRecvError::Lagged(1));
+    }
+
+    #[test]
+    fn channels_nobody_listens_to_are_swept_out_once_the_map_has_doubled() {
+        let feed = StatusFeed::new(16);
+        let kept = feed.subscribe_to_customer("kept");
+        for n in 1..MIN_SWEEP {
+            drop(feed.subscribe_to_customer(&format!("gone-{n}")));
+        }
+        // The map holds MIN_SWEEP keys; the next new key sweeps out the departed ones first.
+        let _next = feed.subscribe_to_customer("next");
+        let channels = feed.by_customer.channels.lock().unwrap();
+        assert_eq!(channels.by_key.len(), 2);
+        assert_eq!(channels.sweep_at, MIN_SWEEP);
+        drop(kept);
     }
 }

@@ -194,8 +194,10 @@ impl Relay {
                 Ok(Round::AnotherRelayIsActive) => {
                     backoff = Duration::from_millis(100);
                     // Rows written here may have been committed after the active relay read
-                    // the outbox: have it run another round. (Not on a NOTIFY or the timer,
-                    // which the active relay received too.)
+                    // the outbox: have it run another round. (Not after a NOTIFY or the timer:
+                    // those do not mean that this instance wrote anything.) Under load, an
+                    // instance whose relay is not the active one sends about one NOTIFY per
+                    // wake; a single instance sends none.
                     if wake == Wake::Local {
                         if let Err(error) = db::outbox::wake_relays(&self.pool).await {
                             tracing::warn!(%error, "waking the active outbox relay failed; it polls every second");

@@ -12,7 +12,7 @@ use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub const INVENTORY_CONSUMER: &str = "inventory";
@@ -210,7 +210,7 @@ struct Change<'a> {
 /// Moves a locked order to `change.to`, bumps its version, moves its stock, and announces it
 /// all, in one statement.
 async fn change_status(
-    conn: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     order: &OrderRow,
     change: Change<'_>,
 ) -> sqlx::Result<OrderRow> {
@@ -238,7 +238,7 @@ async fn change_status(
         super::status_change(&changed, Some(order.status), change.reason, change.actor);
     events.push((&announced).into());
     db::orders::write_change(
-        conn,
+        tx,
         &ChangeToWrite {
             order: &changed,
             entry: &entry,

@@ -50,6 +50,23 @@ impl Deployment {
             suffix,
         }
     }
+
+    /// Creates and migrates the deployment's database, for tests that call oms's services
+    /// directly; pair with [`Deployment::drop_database`].
+    pub async fn migrated_pool(&self) -> PgPool {
+        oms::db::create_database_if_missing(&self.database_url)
+            .await
+            .unwrap();
+        let pool = PgPool::connect(&self.database_url).await.unwrap();
+        oms::db::MIGRATOR.run(&pool).await.unwrap();
+        pool
+    }
+
+    pub async fn drop_database(self, pool: PgPool) {
+        pool.close().await;
+        use sqlx::migrate::MigrateDatabase;
+        let _ = sqlx::Postgres::force_drop_database(&self.database_url).await;
+    }
 }
 
 pub struct TestApp {
@@ -75,10 +92,16 @@ fn init_logging() {
 /// Starts an oms instance of `deployment` with extra `oms serve` flags; it may run without the API.
 pub async fn start_instance(deployment: &Deployment, extra: &[&str]) -> oms::app::RunningApp {
     init_logging();
+    oms::app::start(serve_args(deployment, extra))
+        .await
+        .expect("oms starts")
+}
+
+/// The `oms serve` arguments of an instance of `deployment` (see [`serve_flags`]).
+pub fn serve_args(deployment: &Deployment, extra: &[&str]) -> ServeArgs {
     let mut args = vec!["oms".to_owned()];
     args.extend(serve_flags(deployment, extra));
-    let cli = Cli::try_parse_from(args).expect("test flags parse");
-    oms::app::start(cli.serve).await.expect("oms starts")
+    Cli::try_parse_from(args).expect("test flags parse").serve
 }
 
 /// The `oms serve` flags of an instance of `deployment`; `extra` flags (`--name=value`) replace

@@ -12,6 +12,7 @@ mod helpers;
 mod http;
 mod idempotency;
 mod limits;
+mod live_catch_up;
 mod order_flow;
 mod properties;
 mod schema;

@@ -16,22 +16,6 @@ use oms::service::placing::place_order;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-async fn fresh_database() -> (Deployment, PgPool) {
-    let deployment = Deployment::new();
-    db::create_database_if_missing(&deployment.database_url)
-        .await
-        .unwrap();
-    let pool = PgPool::connect(&deployment.database_url).await.unwrap();
-    db::MIGRATOR.run(&pool).await.unwrap();
-    (deployment, pool)
-}
-
-async fn drop_database(deployment: Deployment, pool: PgPool) {
-    pool.close().await;
-    use sqlx::migrate::MigrateDatabase;
-    let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
-}
-
 /// Counts of what a change writes: ledger rows, history entries, outbox events.
 async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
     sqlx::query_as(
@@ -106,7 +90,8 @@ async fn write_change_over(
 
 #[tokio::test]
 async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing() {
-    let (deployment, pool) = fresh_database().await;
+    let deployment = Deployment::new();
+    let pool = deployment.migrated_pool().await;
     let read = place_pending_order(&pool, "LAMP").await;
     let item = db::inventory::find_by_skus(&pool, &["LAMP".into()])
         .await
@@ -129,12 +114,13 @@ async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing()
     assert_eq!((after.quantity, after.version), (8, item.version + 1));
     let stored = db::orders::find(&pool, read.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.version), (OrderStatus::Confirmed, 2));
-    drop_database(deployment, pool).await;
+    deployment.drop_database(pool).await;
 }
 
 #[tokio::test]
 async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() {
-    let (deployment, pool) = fresh_database().await;
+    let deployment = Deployment::new();
+    let pool = deployment.migrated_pool().await;
     let order = place_pending_order(&pool, "RUG").await;
     let read_item = db::inventory::find_by_skus(&pool, &["RUG".into()])
         .await
@@ -167,5 +153,5 @@ async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() 
         .unwrap()
         .remove(0);
     assert_eq!(rug.quantity, 1);
-    drop_database(deployment, pool).await;
+    deployment.drop_database(pool).await;
 }
