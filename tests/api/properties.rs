@@ -232,14 +232,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
 fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_invariants() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let deployment = Deployment::new();
-    let pool = runtime.block_on(async {
-        oms::db::create_database_if_missing(&deployment.database_url)
-            .await
-            .unwrap();
-        let pool = PgPool::connect(&deployment.database_url).await.unwrap();
-        oms::db::MIGRATOR.run(&pool).await.unwrap();
-        pool
-    });
+    let pool = runtime.block_on(deployment.migrated_pool());
     let cases = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config {
         cases: 40,
@@ -250,10 +243,6 @@ fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_inv
         let case = cases.fetch_add(1, Ordering::Relaxed);
         runtime.block_on(run(&pool, case, steps))
     });
-    runtime.block_on(async {
-        pool.close().await;
-        use sqlx::migrate::MigrateDatabase;
-        let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
-    });
+    runtime.block_on(deployment.drop_database(pool));
     result.unwrap();
 }
