@@ -235,13 +235,12 @@ pub async fn history_of_customer_since(
     user_id: &str,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    sqlx::query_as(
-        "select h.order_id, h.version, h.from_status, h.to_status, h.reason, h.actor_id,
-                h.actor_role, h.at
-         from orders o join order_status_history h on h.order_id = o.id
-         where o.user_id = $1 and o.updated_at >= $2 and h.at >= $2
-         order by h.at, h.order_id, h.version",
-    )
+    sqlx::query_as(&format!(
+        "select {CHANGE_COLUMNS} from order_status_history
+         where order_id in (select id from orders where user_id = $1 and updated_at >= $2)
+           and at >= $2
+         order by at, order_id, version"
+    ))
     .bind(user_id)
     .bind(since)
     .fetch_all(db)

@@ -3,10 +3,11 @@
 //! For each message: decode it, hand it to the handler, and only when the handler has committed
 //! its effect store the offset. Up to `concurrency` messages are handled at once, but never two
 //! with the same key (one order's events apply in order), and a partition's offset only moves
-//! past messages that are all done, so a crash redelivers (harmlessly) instead of skipping. A transient failure (the database is down, a lock timed out) is
-//! retried with backoff, never skipped. A message that can never apply (not an event, an unknown
-//! order, an event from a newer schema) goes to the topic's dead-letter queue with headers saying
-//! why and where it came from, and the consumer carries on.
+//! past messages that are all done, so a crash redelivers (harmlessly) instead of skipping. A
+//! transient failure (the database is down, a lock timed out) is retried with backoff, never
+//! skipped. A message that can never apply (not an event, an unknown order, an event from a
+//! newer schema) goes to the topic's dead-letter queue with headers saying why and where it came
+//! from, and the consumer carries on.
 
 use crate::domain::events::{decode, Event};
 use crate::kafka::LagReporting;

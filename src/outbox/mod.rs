@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Wakes this instance's relay once outbox rows are committed (see the module's comment). Wakes
 /// that come while the relay is busy add up to one more round. Without a relay (a test calling
@@ -48,7 +49,7 @@ impl OutboxWaker {
 /// What started a relay round.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wake {
-    /// A writer of this instance (or the relay's own previous round).
+    /// A writer of this instance.
     Local,
     /// A NOTIFY, the poll timer, or the start.
     Remote,
@@ -62,7 +63,6 @@ pub enum Round {
     /// Another instance's relay holds the relay lock.
     AnotherRelayIsActive,
 }
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Relay {
     pool: PgPool,
@@ -224,10 +224,9 @@ impl Relay {
                     }
                 }
             };
-            let woken_here = self.waker.wanted.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = woken_here.notified() => wake = Wake::Local,
+                _ = self.waker.wanted.notified() => wake = Wake::Local,
                 _ = tokio::time::sleep(POLL_INTERVAL) => wake = Wake::Remote,
                 result = notified => {
                     wake = Wake::Remote;

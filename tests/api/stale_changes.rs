@@ -5,6 +5,7 @@
 use crate::helpers::Deployment;
 use oms::auth::{Role, Viewer};
 use oms::db;
+use oms::db::inventory::InventoryItemRow;
 use oms::db::orders::{ChangeToWrite, OrderRow};
 use oms::domain::events::StockChangeReason;
 use oms::domain::order::RequestedLine;
@@ -27,20 +28,30 @@ async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
     .unwrap()
 }
 
+/// Staff set the item's stock to `quantity`.
+async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) {
+    let input = ItemInput {
+        sku: sku.into(),
+        name: sku.into(),
+        quantity,
+        low_stock_threshold: None,
+    };
+    upsert_item(pool, &OutboxWaker::default(), input)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The item as it is stored now.
+async fn stored_item(pool: &PgPool, sku: &str) -> InventoryItemRow {
+    db::inventory::find_by_skus(pool, &[sku.to_owned()])
+        .await
+        .unwrap()
+        .remove(0)
+}
+
 async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
-    upsert_item(
-        pool,
-        &OutboxWaker::default(),
-        ItemInput {
-            sku: sku.into(),
-            name: "Lamp".into(),
-            quantity: 10,
-            low_stock_threshold: None,
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    set_stock(pool, sku, 10).await;
     let alice = Viewer {
         user_id: "alice".into(),
         role: Role::Customer,
@@ -63,7 +74,7 @@ async fn write_change_over(
     pool: &PgPool,
     order: &OrderRow,
     to: OrderStatus,
-    stock_moves: &[(&db::inventory::InventoryItemRow, i32)],
+    stock_moves: &[(&InventoryItemRow, i32)],
 ) -> sqlx::Result<OrderRow> {
     let changed = OrderRow {
         status: to,
@@ -93,10 +104,7 @@ async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing()
     let deployment = Deployment::new();
     let pool = deployment.migrated_pool().await;
     let read = place_pending_order(&pool, "LAMP").await;
-    let item = db::inventory::find_by_skus(&pool, &["LAMP".into()])
-        .await
-        .unwrap()
-        .remove(0);
+    let item = stored_item(&pool, "LAMP").await;
     // Meanwhile the inventory check confirms it (version 2, 2 units deducted).
     apply_inventory_check(&pool, &OutboxWaker::default(), Uuid::now_v7(), read.id)
         .await
@@ -107,10 +115,7 @@ async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing()
 
     assert!(matches!(stale, Err(sqlx::Error::RowNotFound)), "{stale:?}");
     assert_eq!(written_rows(&pool).await, before);
-    let after = db::inventory::find_by_skus(&pool, &["LAMP".into()])
-        .await
-        .unwrap()
-        .remove(0);
+    let after = stored_item(&pool, "LAMP").await;
     assert_eq!((after.quantity, after.version), (8, item.version + 1));
     let stored = db::orders::find(&pool, read.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.version), (OrderStatus::Confirmed, 2));
@@ -122,24 +127,9 @@ async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() 
     let deployment = Deployment::new();
     let pool = deployment.migrated_pool().await;
     let order = place_pending_order(&pool, "RUG").await;
-    let read_item = db::inventory::find_by_skus(&pool, &["RUG".into()])
-        .await
-        .unwrap()
-        .remove(0);
+    let read_item = stored_item(&pool, "RUG").await;
     // Staff set the stock after it was read.
-    upsert_item(
-        &pool,
-        &OutboxWaker::default(),
-        ItemInput {
-            sku: "RUG".into(),
-            name: "Rug".into(),
-            quantity: 1,
-            low_stock_threshold: None,
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    set_stock(&pool, "RUG", 1).await;
     let before = written_rows(&pool).await;
 
     let stale = write_change_over(&pool, &order, OrderStatus::Confirmed, &[(&read_item, -2)]).await;
@@ -148,10 +138,7 @@ async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() 
     assert_eq!(written_rows(&pool).await, before);
     let stored = db::orders::find(&pool, order.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.version), (OrderStatus::Pending, 1));
-    let rug = db::inventory::find_by_skus(&pool, &["RUG".into()])
-        .await
-        .unwrap()
-        .remove(0);
+    let rug = stored_item(&pool, "RUG").await;
     assert_eq!(rug.quantity, 1);
     deployment.drop_database(pool).await;
 }
