@@ -4,6 +4,7 @@ use crate::config::ServeArgs;
 use crate::consumers::{inventory::InventoryHandler, orders::OrdersHandler};
 use crate::domain::events::Stream;
 use crate::graphql;
+use crate::graphql::rate_limit::RequestRateLimiter;
 use crate::http::{self, HttpState};
 use crate::kafka::consume::ConsumerLoop;
 use crate::live::{LiveFeeds, LiveReader};
@@ -24,6 +25,8 @@ use tokio_util::task::TaskTracker;
 pub struct RunningApp {
     /// Where the HTTP server listens (when this process runs the API).
     pub addr: Option<SocketAddr>,
+    /// Where the operator endpoints listen, when not beside the API.
+    pub ops_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     connections: TaskTracker,
@@ -129,6 +132,22 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         tasks.spawn(orders.run(shutdown.clone()));
     }
 
+    let readiness = http::ops::Readiness::default();
+    let probe = http::ops::Probe {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    // The first look before serving, so `/readyz` speaks from the start.
+    probe.run_once().await;
+    tasks.spawn(probe.run(shutdown.clone()));
+    let mut ops = http::ops::OpsState {
+        readiness,
+        metrics: metrics.clone(),
+        feeds: None,
+    };
+
     let mut addr = None;
     if args.components.runs_api() {
         let feeds = LiveFeeds::new(args.live_buffer);
@@ -136,12 +155,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             .await
             .context("starting the live reader")?;
         tasks.spawn(reader.run(shutdown.clone()));
+        ops.feeds = Some(feeds.clone());
+        let requests = Arc::new(RequestRateLimiter::new(&args.limits));
         let schema = graphql::schema(
             pool.clone(),
             outbox.clone(),
-            feeds.clone(),
+            feeds,
             metrics.clone(),
             args.limits.clone(),
+            requests.clone(),
         );
         let dev_token = args.auth.dev_mode.then(|| {
             keys.issue(
@@ -150,61 +172,81 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                 Duration::from_secs(7 * 24 * 3600),
             )
         });
-        let playground_headers = match &dev_token {
-            Some(token) => {
-                serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
-            }
-            None => "{}".to_owned(),
-        };
-        let cors = http::cors(&args.cors_allowed_origins, args.auth.dev_mode)?;
-        let router = http::router(
-            HttpState {
-                schema,
-                keys,
-                pool: pool.clone(),
-                producer: producer.clone(),
-                playground_headers: Arc::new(playground_headers),
-                dashboard_token: Arc::new(dev_token.unwrap_or_default()),
-                shutdown: shutdown.clone(),
-                connections: connections.clone(),
-                metrics: metrics.clone(),
-                feeds,
-                limits: args.limits.clone(),
-                connections_per_user: Default::default(),
-            },
-            cors,
+        let mut state = HttpState::new(
+            schema,
+            keys,
+            &args.limits,
+            requests,
+            shutdown.clone(),
+            connections.clone(),
         );
-        let listener = tokio::net::TcpListener::bind(args.listen_addr)
-            .await
-            .with_context(|| format!("listening on {}", args.listen_addr))?;
-        let local = listener.local_addr()?;
+        if let Some(token) = &dev_token {
+            state.playground_headers = Arc::new(
+                serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string(),
+            );
+            state.dashboard_token = Arc::new(token.clone());
+        }
+        let cors = http::cors(&args.cors_allowed_origins, args.auth.dev_mode)?;
+        let beside_api = args.ops_listen_addr.is_none().then(|| ops.clone());
+        let router = http::router(state, beside_api, cors);
+        let local = serve(&mut tasks, &shutdown, args.listen_addr, router).await?;
         tracing::info!(addr = %local, "GraphQL at http://{local}/graphql, playground at http://{local}/");
-        // Without TCP_NODELAY a subscription event written right after another small frame
-        // waits for the client's delayed ACK (up to 40 ms on Linux).
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "setting TCP_NODELAY on a connection failed");
-            }
-        });
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server failed");
-            }
-        });
         addr = Some(local);
+    }
+    let mut ops_local = None;
+    let ops_addr = match (args.ops_listen_addr, args.components.runs_api()) {
+        (Some(ops_addr), _) => Some(ops_addr),
+        (None, false) => Some(args.listen_addr),
+        (None, true) => None, // Served beside the API.
+    };
+    if let Some(ops_addr) = ops_addr {
+        let router = http::with_common_layers(http::ops::router(ops));
+        let local = serve(&mut tasks, &shutdown, ops_addr, router).await?;
+        tracing::info!(addr = %local, "operator endpoints at http://{local}/healthz, /readyz and /metrics");
+        ops_local = Some(local);
     }
 
     Ok(RunningApp {
         addr,
+        ops_addr: ops_local,
         shutdown,
         tasks,
         connections,
         grace: args.shutdown_grace(),
     })
+}
+
+/// Serves `router` on `addr` until shutdown; returns the address it listens on.
+async fn serve(
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+    addr: SocketAddr,
+    router: axum::Router,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    // Without TCP_NODELAY a subscription event written right after another small frame
+    // waits for the client's delayed ACK (up to 40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "setting TCP_NODELAY on a connection failed");
+        }
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    Ok(local)
 }
 
 fn group_loop<H: crate::kafka::consume::Handler>(

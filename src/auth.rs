@@ -36,13 +36,20 @@ impl Role {
 pub struct Viewer {
     pub user_id: String,
     pub role: Role,
-    /// When the token expires (seconds since the Unix epoch); a WebSocket is closed then.
+    /// When this server stops accepting the token (seconds since the Unix epoch): its `exp` plus
+    /// the allowed clock skew. Nothing runs for the viewer from then on, and a WebSocket is
+    /// closed then.
     pub expires_at: u64,
 }
 
 impl Viewer {
     pub fn is_staff(&self) -> bool {
         self.role == Role::Staff
+    }
+
+    /// Whether the token behind this viewer is no longer accepted.
+    pub fn has_expired(&self) -> bool {
+        unix_now() >= self.expires_at
     }
 
     /// Whether this viewer may see an order owned by `owner`.
@@ -74,6 +81,11 @@ pub enum AuthError {
     Invalid(String),
 }
 
+/// Clock skew allowed between the token's issuer and this server unless configured.
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 5;
+/// The most clock skew that may be configured.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
 /// Signs and checks tokens with one HS256 secret.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -83,16 +95,26 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
+    /// Keys for `secret`, which must not be empty (configured secrets are at least
+    /// [`MIN_SECRET_LEN`] bytes).
     pub fn new(secret: &[u8]) -> Self {
+        const NON_EMPTY: &str = "HMAC secrets are never empty";
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = DEFAULT_CLOCK_SKEW_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         TokenKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret).expect(NON_EMPTY),
+            decoding: DecodingKey::from_secret(secret).expect(NON_EMPTY),
             validation,
         }
+    }
+
+    /// Accepts `exp` and `nbf` up to `seconds` off this server's clock (at most
+    /// [`MAX_CLOCK_SKEW_SECS`]).
+    pub fn with_clock_skew(mut self, seconds: u64) -> Self {
+        self.validation.leeway = seconds.min(MAX_CLOCK_SKEW_SECS);
+        self
     }
 
     /// A token for `sub` with `role`, valid for `ttl` from now.
@@ -132,7 +154,7 @@ impl TokenKeys {
         Ok(Viewer {
             user_id: claims.sub,
             role: claims.role,
-            expires_at: claims.exp,
+            expires_at: claims.exp.saturating_add(self.validation.leeway),
         })
     }
 
@@ -171,7 +193,10 @@ mod tests {
             .unwrap();
         assert_eq!(viewer.user_id, "alice");
         assert_eq!(viewer.role, Role::Customer);
-        assert!(viewer.expires_at > unix_now() + 50 && viewer.expires_at <= unix_now() + 60);
+        // Accepted until its expiry plus the allowed clock skew.
+        let skew = DEFAULT_CLOCK_SKEW_SECS;
+        assert!(viewer.expires_at > unix_now() + 50 + skew);
+        assert!(viewer.expires_at <= unix_now() + 60 + skew);
     }
 
     #[test]
@@ -209,7 +234,7 @@ mod tests {
     }
 
     fn token_with(claims: serde_json::Value) -> String {
-        let key = EncodingKey::from_secret(SECRET);
+        let key = EncodingKey::from_secret(SECRET).unwrap();
         jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
     }
 
@@ -235,13 +260,32 @@ mod tests {
     }
 
     #[test]
+    fn a_token_expired_within_the_clock_skew_is_accepted_until_the_skew_runs_out() {
+        let keys = TokenKeys::new(SECRET).with_clock_skew(30);
+        let exp = unix_now() - 10;
+        let token = token_with(serde_json::json!({"sub": "alice", "role": "customer", "exp": exp}));
+        let viewer = keys.verify(&token).unwrap();
+        assert_eq!(viewer.expires_at, exp + 30);
+        assert!(!viewer.has_expired());
+        assert_eq!(
+            TokenKeys::new(SECRET).with_clock_skew(0).verify(&token),
+            Err(AuthError::Expired)
+        );
+        let past_skew = Viewer {
+            expires_at: unix_now(),
+            ..viewer
+        };
+        assert!(past_skew.has_expired());
+    }
+
+    #[test]
     fn a_token_signed_with_another_algorithm_is_refused() {
         let keys = TokenKeys::new(SECRET);
         let claims = serde_json::json!({"sub": "alice", "role": "staff", "exp": unix_now() + 600});
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &claims,
-            &EncodingKey::from_secret(SECRET),
+            &EncodingKey::from_secret(SECRET).unwrap(),
         )
         .unwrap();
         assert!(matches!(keys.verify(&hs512), Err(AuthError::Invalid(_))));

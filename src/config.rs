@@ -193,6 +193,9 @@ pub struct AuthArgs {
     /// in the playground. Never use it where anyone else can reach the service.
     #[arg(long = "dev", env = "OMS_DEV_MODE")]
     pub dev_mode: bool,
+    /// Seconds a token's `exp` and `nbf` may be off this server's clock (at most 300).
+    #[arg(long, env = "JWT_CLOCK_SKEW_SECS", default_value_t = crate::auth::DEFAULT_CLOCK_SKEW_SECS)]
+    pub jwt_clock_skew_secs: u64,
 }
 
 /// Never prints the secret.
@@ -204,6 +207,7 @@ impl std::fmt::Debug for AuthArgs {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("dev_mode", &self.dev_mode)
+            .field("jwt_clock_skew_secs", &self.jwt_clock_skew_secs)
             .finish()
     }
 }
@@ -216,20 +220,26 @@ pub enum ConfigError {
     ShortSecret(usize),
     #[error("--dev uses a publicly known secret and cannot be combined with JWT_SECRET")]
     DevWithSecret,
+    #[error("JWT_SECRET is the publicly known development secret; it is accepted only with --dev (OMS_DEV_MODE=true)")]
+    PublicDevSecret,
 }
 
 impl AuthArgs {
     /// The signing keys, refusing to run without a proper secret outside development mode.
     pub fn keys(&self) -> Result<TokenKeys, ConfigError> {
-        match (&self.jwt_secret, self.dev_mode) {
-            (Some(_), true) => Err(ConfigError::DevWithSecret),
-            (None, true) => Ok(TokenKeys::new(DEV_SECRET.as_bytes())),
-            (None, false) => Err(ConfigError::MissingSecret),
-            (Some(secret), false) if secret.len() < MIN_SECRET_LEN => {
-                Err(ConfigError::ShortSecret(secret.len()))
+        let secret = match (&self.jwt_secret, self.dev_mode) {
+            (Some(_), true) => return Err(ConfigError::DevWithSecret),
+            (None, true) => DEV_SECRET,
+            (None, false) => return Err(ConfigError::MissingSecret),
+            (Some(secret), false) if secret == DEV_SECRET => {
+                return Err(ConfigError::PublicDevSecret)
             }
-            (Some(secret), false) => Ok(TokenKeys::new(secret.as_bytes())),
-        }
+            (Some(secret), false) if secret.len() < MIN_SECRET_LEN => {
+                return Err(ConfigError::ShortSecret(secret.len()))
+            }
+            (Some(secret), false) => secret,
+        };
+        Ok(TokenKeys::new(secret.as_bytes()).with_clock_skew(self.jwt_clock_skew_secs))
     }
 }
 
@@ -266,6 +276,11 @@ pub struct ServeArgs {
     /// Address the HTTP server listens on (host:port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+    /// Address for the operator endpoints (`/healthz`, `/readyz`, `/metrics`), keeping them off
+    /// the public port. Without it they are served beside the API, or on `LISTEN_ADDR` by a
+    /// consumers-only process.
+    #[arg(long, env = "OPS_LISTEN_ADDR")]
+    pub ops_listen_addr: Option<SocketAddr>,
     /// Browser origins allowed to call the API (CORS), comma separated, e.g.
     /// `https://shop.example.com`. None by default; any in development mode.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -317,10 +332,19 @@ pub struct ApiLimits {
     /// Deepest selection nesting a query may have.
     #[arg(long, env = "OMS_MAX_QUERY_DEPTH", default_value_t = 12)]
     pub max_query_depth: usize,
-    /// Highest complexity a query may have: each field counts 1, and a list counts its page
-    /// size times its children, so aliases and large pages add up.
-    #[arg(long, env = "OMS_MAX_QUERY_COMPLEXITY", default_value_t = 2_500)]
+    /// Highest complexity a query may have: about the most values its answer can hold. Each
+    /// field counts 1; a list counts the most items it can return (its page size, an order's
+    /// 100 lines, a history's 7 statuses) times its children, so aliases and large pages add
+    /// up. A document's fields and fragments, each spread expanded, count against it too.
+    #[arg(long, env = "OMS_MAX_QUERY_COMPLEXITY", default_value_t = 10_000)]
     pub max_query_complexity: usize,
+    /// Longest query text accepted, in bytes (the HTTP body and a WebSocket message have their
+    /// own, larger limits).
+    #[arg(long, env = "OMS_MAX_QUERY_BYTES", default_value_t = 32 * 1024)]
+    pub max_query_bytes: usize,
+    /// Most tokens (names, values and punctuation) a query may have.
+    #[arg(long, env = "OMS_MAX_QUERY_TOKENS", default_value_t = 5_000)]
+    pub max_query_tokens: usize,
     /// Most directives on one field.
     #[arg(long, env = "OMS_MAX_DIRECTIVES", default_value_t = 4)]
     pub max_directives: usize,
@@ -334,6 +358,34 @@ pub struct ApiLimits {
     /// Mutations one user may make in a burst above that rate.
     #[arg(long, env = "OMS_MUTATION_BURST", default_value_t = 40.0)]
     pub mutation_burst: f64,
+    /// Requests (HTTP requests and WebSocket operations) per second one signed-in user may
+    /// make, on average.
+    #[arg(long, env = "OMS_REQUESTS_PER_SECOND", default_value_t = 100.0)]
+    pub requests_per_second: f64,
+    /// Requests one signed-in user may make in a burst above that rate.
+    #[arg(long, env = "OMS_REQUEST_BURST", default_value_t = 200.0)]
+    pub request_burst: f64,
+    /// Requests per second from one IP address without a token, on average.
+    #[arg(
+        long,
+        env = "OMS_ANONYMOUS_REQUESTS_PER_SECOND",
+        default_value_t = 10.0
+    )]
+    pub anonymous_requests_per_second: f64,
+    /// Requests from one IP address without a token in a burst above that rate.
+    #[arg(long, env = "OMS_ANONYMOUS_REQUEST_BURST", default_value_t = 40.0)]
+    pub anonymous_request_burst: f64,
+    /// WebSocket connections one IP address may hold at once (per instance), signed in or not,
+    /// counted from the upgrade.
+    #[arg(long, env = "OMS_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a new WebSocket has to send `connection_init` before it is closed.
+    #[arg(long, env = "OMS_WS_INIT_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_init_timeout_secs: u64,
+    /// Take the caller's IP address from the last `X-Forwarded-For` entry (set this only behind
+    /// a proxy that sets it); otherwise the peer address of the connection.
+    #[arg(long, env = "OMS_TRUST_X_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_x_forwarded_for: bool,
     /// Subscriptions one WebSocket connection may hold at once.
     #[arg(
         long,
@@ -376,6 +428,7 @@ mod tests {
         AuthArgs {
             jwt_secret: secret.map(str::to_owned),
             dev_mode,
+            jwt_clock_skew_secs: 5,
         }
     }
 
@@ -393,6 +446,10 @@ mod tests {
             auth(Some(&"s".repeat(40)), true).keys(),
             Err(ConfigError::DevWithSecret)
         ));
+        assert!(matches!(
+            auth(Some(DEV_SECRET), false).keys(),
+            Err(ConfigError::PublicDevSecret)
+        ));
         assert!(auth(Some(&"s".repeat(32)), false).keys().is_ok());
         assert!(auth(None, true).keys().is_ok());
     }
@@ -405,6 +462,31 @@ mod tests {
         }
         let args = std::iter::once("oms").chain(flags.iter().copied());
         <Cli as clap::Parser>::try_parse_from(args).unwrap().serve
+    }
+
+    #[test]
+    fn every_setting_of_oms_serve_is_listed_in_the_env_example() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let example = include_str!("../.env.example");
+        let listed: Vec<&str> = example
+            .lines()
+            .map(|line| line.trim_start_matches("# "))
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+            .collect();
+        let command = <Cli as clap::CommandFactory>::command();
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(
+                    listed.contains(&env.as_ref()),
+                    "{env} is not in .env.example"
+                );
+            }
+        }
     }
 
     #[test]

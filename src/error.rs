@@ -23,9 +23,12 @@ pub enum AppError {
     /// A malformed argument that is not part of a mutation's input (an id, a cursor, a page size).
     #[error("{0}")]
     BadUserInput(String),
-    /// The caller made too many mutations too quickly.
-    #[error("too many mutations; retry in {} ms", .0.as_millis())]
-    RateLimited(std::time::Duration),
+    /// The caller made too many requests (or mutations: the first field says which) too quickly.
+    #[error("too many {what}; retry in {} ms", .retry_after.as_millis())]
+    RateLimited {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// One connection asked for more subscriptions than it may hold.
     #[error("this connection already holds {0} subscriptions, the most it may; stop one first")]
     TooManySubscriptions(usize),
@@ -49,7 +52,7 @@ impl AppError {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::Lagged(_) => "SUBSCRIPTION_LAGGED",
-            AppError::RateLimited(_) => "RATE_LIMITED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
@@ -86,7 +89,7 @@ impl ErrorExtensions for AppError {
         }
         async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
             ext.set("code", self.code());
-            if let AppError::RateLimited(retry_after) = self {
+            if let AppError::RateLimited { retry_after, .. } = self {
                 ext.set("retryAfterMs", retry_after.as_millis() as u64);
             }
         })

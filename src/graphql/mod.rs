@@ -2,6 +2,7 @@
 //! DataLoaders. `schema.graphql` at the top level is this schema's SDL; a test keeps them equal.
 
 pub mod error_codes;
+pub mod guard;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
@@ -18,8 +19,9 @@ use crate::outbox::OutboxWaker;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
-use rate_limit::MutationRateLimiter;
+use rate_limit::{MutationRateLimiter, RateLimiter, RequestRateLimiter};
 use sqlx::PgPool;
+use std::sync::Arc;
 
 pub type OmsSchema =
     Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
@@ -40,16 +42,21 @@ pub fn schema(
     feeds: LiveFeeds,
     metrics: Metrics,
     limits: ApiLimits,
+    requests: Arc<RequestRateLimiter>,
 ) -> OmsSchema {
+    // The guard checks depth, directives and the expanded size first, in linear time; only
+    // then may async-graphql's own walks (which expand fragments without memoisation) run. Its
+    // complexity check stays: it knows the page size each list asks for.
     let mut builder = builder()
-        .limit_depth(limits.max_query_depth)
+        .extension(rate_limit::WebSocketOperationLimit)
+        .extension(guard::DocumentGuard(Arc::new(
+            guard::DocumentLimits::from_api_limits(&limits),
+        )))
         .limit_complexity(limits.max_query_complexity)
-        .limit_directives(limits.max_directives)
-        // Bounds the parser's recursion on hostile documents, whatever the depth limit.
-        .limit_recursive_depth(64)
+        .limit_recursive_depth(guard::MAX_NESTING)
         .extension(error_codes::ErrorCodes(limits.clone()));
     if !limits.introspection {
-        builder = builder.disable_introspection();
+        builder = builder.disable_introspection().disable_suggestions();
     }
     builder
         .data(DataLoader::new(ItemBySku(pool.clone()), tokio::spawn))
@@ -60,10 +67,11 @@ pub fn schema(
         .data(outbox)
         .data(feeds.status)
         .data(feeds.stock)
-        .data(MutationRateLimiter::new(
+        .data(MutationRateLimiter(RateLimiter::new(
             limits.mutations_per_second,
             limits.mutation_burst,
-        ))
+        )))
+        .data(requests)
         .data(limits)
         .data(metrics)
         .finish()
@@ -74,10 +82,19 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-/// The authenticated caller, or an `UNAUTHENTICATED` error.
+/// The authenticated caller, or an `UNAUTHENTICATED` error. A viewer whose token has expired
+/// since the request or WebSocket connection began acts no more.
 pub fn viewer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
-    ctx.data_opt::<Viewer>()
-        .ok_or_else(|| AppError::Unauthenticated("no token was sent".into()).extend())
+    let viewer = ctx
+        .data_opt::<Viewer>()
+        .ok_or_else(|| AppError::Unauthenticated("no token was sent".into()).extend())?;
+    if viewer.has_expired() {
+        return Err(AppError::Unauthenticated(
+            "the token has expired; reconnect with a fresh token".into(),
+        )
+        .extend());
+    }
+    Ok(viewer)
 }
 
 /// The caller of a mutation, within their rate limit.
@@ -85,7 +102,13 @@ pub fn mutating_viewer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewe
     let viewer = viewer(ctx)?;
     ctx.data_unchecked::<MutationRateLimiter>()
         .check(&viewer.user_id)
-        .map_err(|retry_after| AppError::RateLimited(retry_after).extend())?;
+        .map_err(|retry_after| {
+            AppError::RateLimited {
+                what: "mutations",
+                retry_after,
+            }
+            .extend()
+        })?;
     Ok(viewer)
 }
 

@@ -6,6 +6,7 @@ use crate::auth::Role;
 use crate::db::inventory::InventoryItemRow;
 use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
 use crate::domain::events::{Actor, Event, EventBody, StockChangeReason, StockLevelChanged};
+use crate::domain::order::MAX_LINES_PER_ORDER;
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
 use async_graphql::dataloader::DataLoader;
@@ -32,6 +33,9 @@ impl Order {
         self.0.status
     }
 
+    // Counted as the most lines an order can have, so a page of orders with their lines costs
+    // what it may return.
+    #[graphql(complexity = "MAX_LINES_PER_ORDER * child_complexity + 1")]
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLine>> {
         let lines = ctx
             .data_unchecked::<DataLoader<LinesByOrder>>()
@@ -61,6 +65,9 @@ impl Order {
     }
 
     /// Every status the order has had, oldest first (versions 1, 2, 3, ...).
+    // No status comes twice (the machine has no cycle), so a history is never longer than the
+    // list of statuses; it is counted as that long.
+    #[graphql(complexity = "OrderStatus::ALL.len() * child_complexity + 1")]
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderStatusChange>> {
         let history = ctx
             .data_unchecked::<DataLoader<HistoryByOrder>>()

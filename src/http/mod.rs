@@ -1,31 +1,36 @@
 //! The HTTP surface: `POST|GET /graphql`, the WebSocket at `/graphql/ws` (both
 //! `graphql-transport-ws` and the legacy `graphql-ws` subprotocols), the GraphiQL playground at
-//! `/`, the live dashboard at `/dashboard`, and `/healthz` / `/readyz`.
+//! `/`, the live dashboard at `/dashboard`, and the operator endpoints (`ops`) unless they have
+//! an address of their own.
+
+pub mod client;
+pub mod ops;
 
 use crate::auth::{TokenKeys, Viewer};
 use crate::config::ApiLimits;
 use crate::error::AppError;
+use crate::graphql::guard::DocumentLimits;
+use crate::graphql::rate_limit::{Caller, RequestRateLimiter, WebSocketClient};
 use crate::graphql::subscription::SubscriptionSlots;
 use crate::graphql::OmsSchema;
-use crate::live::LiveFeeds;
-use crate::metrics::Metrics;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::ws::{close_code, CloseFrame, Message};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use client::{ConnectionCounts, ConnectionSlot};
 use futures_util::{SinkExt, StreamExt};
-use sqlx::PgPool;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
-use tokio_util::task::TaskTracker;
 
 const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
 const DASHBOARD: &str = include_str!("../../web-playground/dashboard.html");
@@ -37,8 +42,6 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct HttpState {
     pub schema: OmsSchema,
     pub keys: TokenKeys,
-    pub pool: PgPool,
-    pub producer: rdkafka::producer::FutureProducer,
     /// Headers the playground starts with (a staff token in development mode).
     pub playground_headers: Arc<String>,
     /// The token the dashboard's sign-in form starts with (a staff token in development mode,
@@ -48,22 +51,68 @@ pub struct HttpState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connections, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
-    pub metrics: Metrics,
-    pub feeds: LiveFeeds,
     pub limits: ApiLimits,
+    pub document_limits: Arc<DocumentLimits>,
+    /// Requests per user, or per address for anonymous callers (shared with the schema, which
+    /// counts WebSocket operations).
+    pub requests: Arc<RequestRateLimiter>,
     /// WebSocket connections per user on this instance.
-    pub connections_per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub connections_per_user: Arc<ConnectionCounts<String>>,
+    /// WebSocket connections per IP address on this instance.
+    pub connections_per_ip: Arc<ConnectionCounts<IpAddr>>,
 }
 
-pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
-    Router::new()
+impl HttpState {
+    pub fn new(
+        schema: OmsSchema,
+        keys: TokenKeys,
+        limits: &ApiLimits,
+        requests: Arc<RequestRateLimiter>,
+        shutdown: CancellationToken,
+        connections: TaskTracker,
+    ) -> Self {
+        HttpState {
+            schema,
+            keys,
+            playground_headers: Arc::new("{}".to_owned()),
+            dashboard_token: Arc::new(String::new()),
+            shutdown,
+            connections,
+            limits: limits.clone(),
+            document_limits: Arc::new(DocumentLimits::from_api_limits(limits)),
+            requests,
+            connections_per_user: Arc::new(ConnectionCounts::new(limits.max_connections_per_user)),
+            connections_per_ip: Arc::new(ConnectionCounts::new(limits.max_connections_per_ip)),
+        }
+    }
+
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        client::client_ip(peer, headers, self.limits.trust_x_forwarded_for)
+    }
+}
+
+/// The API's routes; with `ops`, the operator endpoints too.
+pub fn router(
+    state: HttpState,
+    ops: Option<ops::OpsState>,
+    cors: tower_http::cors::CorsLayer,
+) -> Router {
+    let api = Router::new()
         .route("/", get(playground))
         .route("/dashboard", get(dashboard))
         .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .with_state(state);
+    let routes = match ops {
+        Some(ops) => api.merge(ops::router(ops)),
+        None => api,
+    };
+    with_common_layers(routes).layer(cors)
+}
+
+/// The layers every listener's routes share: the body limit, request ids and tracing.
+pub fn with_common_layers(routes: Router) -> Router {
+    routes
         // GraphQLRequest reads the raw body, so the limit must wrap the body itself.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
@@ -83,8 +132,6 @@ pub fn router(state: HttpState, cors: tower_http::cors::CorsLayer) -> Router {
         .layer(axum::middleware::map_response(json_for_too_large))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(cors)
-        .with_state(state)
 }
 
 async fn playground(State(state): State<HttpState>) -> Html<String> {
@@ -147,6 +194,7 @@ fn graphql_error(status: StatusCode, error: AppError) -> Response {
 
 async fn graphql(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
     request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
@@ -168,13 +216,14 @@ async fn graphql(
         ),
     };
     let mut request = request.into_inner();
+    let mut viewer = None;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let viewer = value
+        let verified = value
             .to_str()
             .map_err(|_| crate::auth::AuthError::MalformedHeader)
             .and_then(|value| state.keys.verify_authorization(value));
-        match viewer {
-            Ok(viewer) => request = request.data(viewer),
+        match verified {
+            Ok(verified) => viewer = Some(verified),
             Err(error) => {
                 return graphql_error(
                     StatusCode::UNAUTHORIZED,
@@ -182,6 +231,25 @@ async fn graphql(
                 )
             }
         }
+    }
+    let caller = match &viewer {
+        Some(viewer) => Caller::User(&viewer.user_id),
+        None => Caller::Anonymous(state.client_ip(peer, &headers)),
+    };
+    if let Err(retry_after) = state.requests.check(caller) {
+        return rate_limited(retry_after);
+    }
+    if let Some(viewer) = viewer {
+        request = request.data(viewer);
+    }
+    // The text's size, tokens and nesting before anything here parses it (the schema's guard
+    // checks the rest).
+    if let Err(refusal) = crate::graphql::guard::check_text(&request.query, &state.document_limits)
+    {
+        let body = serde_json::json!({ "errors": [{
+            "message": refusal.message, "extensions": { "code": refusal.code }
+        }]});
+        return (StatusCode::OK, Json(body)).into_response();
     }
     if method == Method::GET && changes_state(&mut request) {
         return graphql_error(
@@ -205,6 +273,25 @@ async fn graphql(
         .unwrap_or_default();
     label_errors(&mut response.errors, request_id);
     GraphQLResponse::from(response).into_response()
+}
+
+/// HTTP 429 with `Retry-After`, and the same `RATE_LIMITED` error a WebSocket operation gets.
+fn rate_limited(retry_after: Duration) -> Response {
+    let error = AppError::RateLimited {
+        what: "requests",
+        retry_after,
+    };
+    let body = serde_json::json!({ "errors": [{
+        "message": error.to_string(),
+        "extensions": { "code": error.code(), "retryAfterMs": retry_after.as_millis() as u64 }
+    }]});
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.to_string())],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// Every error leaves with a stable code (the schema labels its own; anything else is a failed
@@ -255,9 +342,23 @@ fn asks_for_introspection(request: &mut async_graphql::Request) -> bool {
 
 async fn graphql_ws(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let ip = state.client_ip(peer, &headers);
+    // Counted from the upgrade, so connections that never sign in (or never send
+    // `connection_init`) are bounded too.
+    let Some(ip_slot) = state.connections_per_ip.acquire(ip) else {
+        return graphql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited {
+                what: "WebSocket connections from this address",
+                retry_after: Duration::from_secs(1),
+            },
+        );
+    };
     let connections = state.connections.clone();
     let max_message = state.limits.max_ws_message_bytes;
     upgrade
@@ -269,22 +370,42 @@ async fn graphql_ws(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {
-            connections.track_future(serve_websocket(state, protocol, socket))
+            connections.track_future(async move {
+                serve_websocket(state, protocol, socket, ip).await;
+                drop(ip_slot);
+            })
         })
 }
 
+/// Where a WebSocket connection stands with `connection_init`.
+#[derive(Clone, Copy)]
+enum Init {
+    Waiting,
+    /// Acknowledged; with a token, the time it stops being accepted.
+    Done {
+        expires_at: Option<u64>,
+    },
+}
+
 /// One WebSocket connection: the GraphQL protocol, plus a writer that closes the socket with a
-/// clear code when the service stops (1001) or the token expires (4401).
+/// clear code when the service stops (1001), `connection_init` does not come in time (4408) or
+/// the token expires (4401). Once the writer has closed, nothing more is read: the connection
+/// ends whatever the client does.
 async fn serve_websocket(
     state: HttpState,
     protocol: GraphQLProtocol,
     socket: axum::extract::ws::WebSocket,
+    ip: IpAddr,
 ) {
     let (socket_sink, socket_stream) = socket.split();
     // The protocol writes into a channel; the writer forwards it to the socket.
     let (outgoing, mut to_send) = futures_channel::mpsc::channel::<Message>(64);
-    let incoming = socket_stream.take_until(state.shutdown.clone().cancelled_owned());
-    let (expiry_tx, mut expiry) = tokio::sync::watch::channel(None::<u64>);
+    // Cancelled when the writer stops (shutdown, token expiry, a vanished client): the protocol
+    // then reads nothing more, so nothing else runs on this connection, and once both halves are
+    // dropped the TCP connection closes.
+    let connection_closed = state.shutdown.child_token();
+    let incoming = socket_stream.take_until(connection_closed.clone().cancelled_owned());
+    let (init_tx, mut init) = tokio::sync::watch::channel(Init::Waiting);
     let init_state = state.clone();
     let protocol =
         GraphQLWebSocket::new_with_pair(outgoing, incoming, state.schema.clone(), protocol)
@@ -293,40 +414,57 @@ async fn serve_websocket(
                 data.insert(SubscriptionSlots::new(
                     init_state.limits.max_subscriptions_per_connection,
                 ));
-                if let Some(viewer) = viewer_from_init_payload(&init_state.keys, &payload)? {
-                    let slot = ConnectionSlot::acquire(&init_state, &viewer.user_id)?;
-                    let _ = expiry_tx.send(Some(viewer.expires_at));
-                    data.insert(slot);
-                    data.insert(viewer);
+                data.insert(WebSocketClient { ip });
+                let viewer = viewer_from_init_payload(&init_state.keys, &payload)?;
+                if let Some(viewer) = &viewer {
+                    let slot = init_state
+                        .connections_per_user
+                        .acquire(viewer.user_id.clone())
+                        .ok_or_else(|| {
+                            async_graphql::Error::new(format!(
+                                "{TOO_MANY_CONNECTIONS}: at most {} WebSocket connections per user",
+                                init_state.connections_per_user.max()
+                            ))
+                        })?;
+                    data.insert::<ConnectionSlot<String>>(slot);
+                    data.insert(viewer.clone());
                 }
+                let _ = init_tx.send(Init::Done {
+                    expires_at: viewer.map(|viewer| viewer.expires_at),
+                });
                 Ok(data)
             })
             .serve();
     let shutdown = state.shutdown.clone();
     let ping_interval_secs = state.limits.ws_ping_interval_secs;
+    let init_timeout = Duration::from_secs(state.limits.ws_init_timeout_secs.max(1));
     let writer = async move {
         let mut sink = socket_sink;
-        let token_expired = async {
-            loop {
-                let expires_at = *expiry.borrow_and_update();
-                match expires_at {
-                    Some(at) => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs();
-                        tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await;
-                        return;
-                    }
-                    None => {
-                        if expiry.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            }
+        // Resolves with the close frame when the connection must end on its own terms.
+        let must_close = async {
+            let initialised = tokio::time::timeout(
+                init_timeout,
+                init.wait_for(|state| matches!(state, Init::Done { .. })),
+            )
+            .await
+            .map(|state| state.map(|state| *state));
+            let expires_at = match initialised {
+                Err(_) => return close(4408, "connection_init was not sent in time"),
+                Ok(Ok(Init::Done { expires_at })) => expires_at,
+                // The protocol ended (a refused `connection_init`); the writer ends with it.
+                Ok(_) => None,
+            };
+            let Some(at) = expires_at else {
+                return std::future::pending().await;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await;
+            close(4401, "token expired; reconnect with a fresh token")
         };
-        tokio::pin!(token_expired);
+        tokio::pin!(must_close);
         let ping_every = Duration::from_secs(ping_interval_secs.max(1));
         let mut pings =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -339,8 +477,8 @@ async fn serve_websocket(
                     let _ = sink.send(close(close_code::AWAY, "server shutting down; reconnect")).await;
                     break;
                 }
-                _ = &mut token_expired => {
-                    let _ = sink.send(close(4401, "token expired; reconnect with a fresh token")).await;
+                frame = &mut must_close => {
+                    let _ = sink.send(frame).await;
                     break;
                 }
                 _ = pings.tick(), if ping_interval_secs > 0 => {
@@ -358,7 +496,8 @@ async fn serve_websocket(
                 },
             }
         }
-        let _ = sink.close().await;
+        connection_closed.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     };
     futures_util::future::join(protocol, writer).await;
 }
@@ -370,43 +509,7 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// Counts one user's WebSocket connections on this instance; released when the connection ends.
-struct ConnectionSlot {
-    user_id: String,
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-}
-
 const TOO_MANY_CONNECTIONS: &str = "too many connections";
-
-impl ConnectionSlot {
-    fn acquire(state: &HttpState, user_id: &str) -> async_graphql::Result<Self> {
-        let mut counts = state.connections_per_user.lock().expect("never poisoned");
-        let count = counts.entry(user_id.to_owned()).or_default();
-        if *count >= state.limits.max_connections_per_user {
-            return Err(async_graphql::Error::new(format!(
-                "{TOO_MANY_CONNECTIONS}: at most {} WebSocket connections per user",
-                state.limits.max_connections_per_user
-            )));
-        }
-        *count += 1;
-        Ok(ConnectionSlot {
-            user_id: user_id.to_owned(),
-            counts: state.connections_per_user.clone(),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("never poisoned");
-        if let Some(count) = counts.get_mut(&self.user_id) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.user_id);
-            }
-        }
-    }
-}
 
 /// A refused `connection_init` is closed with a code that says why, not the library's generic
 /// 1002: 4403 Forbidden for a bad token (as graphql-ws recommends), 1008 policy violation for
@@ -471,63 +574,4 @@ async fn json_for_too_large(response: Response) -> Response {
             "the request body is larger than {MAX_BODY_BYTES} bytes"
         )),
     )
-}
-
-/// Prometheus metrics; the state gauges are read now.
-async fn metrics(State(state): State<HttpState>) -> Response {
-    match crate::db::outbox::backlog(&state.pool).await {
-        Ok((waiting, oldest_age)) => {
-            state.metrics.outbox_backlog.set(waiting);
-            state.metrics.outbox_oldest_age_seconds.set(oldest_age);
-        }
-        Err(error) => tracing::warn!(%error, "metrics: reading the outbox backlog failed"),
-    }
-    // Every receiver of the live feed is one subscription.
-    state
-        .metrics
-        .live_subscriptions
-        .set(state.feeds.subscriber_count() as i64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// Ready when the database answers with every migration applied and the broker answers.
-async fn readyz(State(state): State<HttpState>) -> Response {
-    let mut problems = Vec::new();
-    match crate::db::pending_migrations(&state.pool).await {
-        Ok(0) => {}
-        Ok(pending) => problems.push(format!("{pending} database migrations are not applied")),
-        Err(error) => {
-            tracing::warn!(%error, "readiness: database check failed");
-            problems.push("database unreachable".to_owned());
-        }
-    }
-    let producer = state.producer.clone();
-    let broker = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
-        producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(2))
-            .map(|_| ())
-    })
-    .await;
-    if !matches!(broker, Ok(Ok(()))) {
-        problems.push("Kafka broker unreachable".to_owned());
-    }
-    if problems.is_empty() {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not ready", "problems": problems })),
-        )
-            .into_response()
-    }
 }

@@ -186,7 +186,7 @@ async fn an_expired_token_is_refused_and_says_so() {
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({ "sub": "alice", "role": "customer", "exp": 1_000_000_000 }),
-        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()).unwrap(),
     )
     .unwrap();
     let (status, body) = app

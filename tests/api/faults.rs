@@ -1,8 +1,8 @@
 //! Faults: the broker down, the process told to stop.
 
 use crate::helpers::{
-    free_port, group_caught_up, serve_flags, signal, DedicatedBroker, Deployment, Protocol,
-    Subscription, TestApp,
+    free_port, group_caught_up, signal, spawn_oms_process, wait_until_ready, DedicatedBroker,
+    Deployment, Protocol, Subscription, TestApp,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -67,26 +67,9 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_promptly() {
     let deployment = Deployment::new();
     let port = free_port();
     let listen = format!("--listen-addr=127.0.0.1:{port}");
-    let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
-        .arg("serve")
-        .args(serve_flags(&deployment, &[&listen]))
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .kill_on_drop(true)
-        .spawn()
-        .expect("oms starts");
+    let mut process = spawn_oms_process(&deployment, &[&listen]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = reqwest::get(format!("http://{addr}/readyz")).await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "oms did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_ready(addr).await;
     let token = oms::auth::TokenKeys::new(crate::helpers::SECRET.as_bytes()).issue(
         "staff-1",
         oms::auth::Role::Staff,
@@ -200,7 +183,7 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
     api.stock("BELL", 20).await;
     let alice = api.customer("alice");
     // Offsets are committed only once a minute, so the kill certainly loses them.
-    let consumer_flags = serve_flags(
+    let mut consumers = spawn_oms_process(
         &deployment,
         &[
             "--components=consumers",
@@ -208,16 +191,6 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
             "--kafka-session-timeout-ms=6000",
         ],
     );
-    let mut consumers = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
-        .arg("serve")
-        .args(&consumer_flags)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .kill_on_drop(true)
-        .spawn()
-        .expect("oms starts");
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(api.place_order_id(&alice, &[("BELL", 2)]).await);

@@ -1,6 +1,7 @@
-//! Fuzzing the two doors into oms: random GraphQL documents and variables over HTTP, and random
-//! Kafka payloads on the consumed topics. Nothing may panic, every error must carry a code, no
-//! response may be a bare 500, and the consumers must keep working afterwards.
+//! Fuzzing the two doors into oms: random GraphQL documents (mutated valid ones, random text, and
+//! shapes built to be costly) and variables over HTTP, and random Kafka payloads on the consumed
+//! topics. Nothing may panic, no request may take longer than a bound, every error must carry a
+//! code, no response may be a bare 500, and the consumers must keep working afterwards.
 
 use crate::helpers::{brokers, TestApp};
 use proptest::prelude::*;
@@ -45,6 +46,37 @@ fn document() -> impl Strategy<Value = String> {
         });
     prop_oneof![4 => mutated, 1 => ".{0,200}"]
 }
+
+/// Documents shaped to cost far more than their size: fragments that fan out (and may cycle),
+/// deep nesting, wide aliases, many operations, many directives.
+fn hostile_document() -> impl Strategy<Value = String> {
+    let fan_out = (1usize..60, 2usize..5, any::<bool>()).prop_map(|(levels, fan, cycle)| {
+        let mut query = String::from("query { ...F0 }\n");
+        for i in 0..levels {
+            let spreads = format!("...F{} ", i + 1).repeat(fan);
+            query.push_str(&format!("fragment F{i} on Query {{ {spreads}}}\n"));
+        }
+        let last = if cycle { "...F0" } else { "__typename" };
+        query.push_str(&format!("fragment F{levels} on Query {{ {last} }}\n"));
+        query
+    });
+    let nesting = (1usize..3_000, prop::sample::select(vec!["{ a ", "[", "("]))
+        .prop_map(|(depth, open)| format!("{{ a(x: {}) }}", open.repeat(depth)));
+    let aliases = (1usize..6_000)
+        .prop_map(|n| format!("{{ {} }}", "x: orders { edges { cursor } } ".repeat(n)));
+    let operations = (1usize..2_000).prop_map(|n| {
+        (0..n)
+            .map(|i| format!("query Q{i} {{ __typename }} "))
+            .collect()
+    });
+    let directives = (1usize..2_000)
+        .prop_map(|n| format!("{{ __typename {} }}", "@include(if: true) ".repeat(n)));
+    prop_oneof![fan_out, nesting, aliases, operations, directives]
+}
+
+/// No request may take longer than this: a hang detector with room for a loaded machine, far
+/// below what the hostile documents took before the guard (seconds to days).
+const REQUEST_BOUND: Duration = Duration::from_secs(5);
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -109,15 +141,33 @@ async fn post_raw(
 
 #[tokio::test]
 async fn random_graphql_documents_and_variables_never_crash_and_always_get_a_coded_answer() {
-    let app = TestApp::spawn().await;
+    // The rate limits are not what is fuzzed here.
+    let app = TestApp::spawn_in(
+        crate::helpers::Deployment::new(),
+        &[
+            "--anonymous-request-burst=1000",
+            "--request-burst=1000",
+            "--mutation-burst=1000",
+        ],
+    )
+    .await;
     app.stock("FUZZ-1", 1_000).await;
     let tokens = [None, Some(app.customer("alice")), Some(app.staff())];
     let mut runner = TestRunner::deterministic();
-    let strategy = (document(), json_value(), 0usize..3);
-    for case in 0..400 {
+    let strategy = (
+        prop_oneof![4 => document(), 1 => hostile_document()],
+        json_value(),
+        0usize..3,
+    );
+    for case in 0..500 {
         let (query, variables, who) = strategy.new_tree(&mut runner).unwrap().current();
         let variables = if case % 3 == 0 { json!({}) } else { variables };
-        let (status, body) = post_raw(&app, tokens[who].as_deref(), &query, &variables).await;
+        let (status, body) = tokio::time::timeout(
+            REQUEST_BOUND,
+            post_raw(&app, tokens[who].as_deref(), &query, &variables),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {REQUEST_BOUND:?} to {query:.300}"));
         assert!(
             matches!(status, 200 | 400 | 401 | 405 | 413),
             "status {status} for {query:?} {variables}: {body}"

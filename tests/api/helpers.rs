@@ -124,6 +124,9 @@ pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
         // tansu loses the rest of a multi-record batch when a consumer resumes inside it.
         "--kafka-batch-max-messages=1".to_owned(),
         "--shutdown-grace-secs=5".to_owned(),
+        // Tokens here are issued on this machine's clock, so expiry tests need not wait out a
+        // skew meant for other issuers.
+        "--jwt-clock-skew-secs=0".to_owned(),
     ];
     let name = |flag: &str| flag.split('=').next().unwrap_or_default().to_owned();
     let overridden: Vec<String> = extra.iter().map(|flag| name(flag)).collect();
@@ -395,6 +398,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Where the operator endpoints listen, when not beside the API.
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.app.as_ref().and_then(|app| app.ops_addr)
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await;
@@ -577,6 +585,37 @@ impl Subscription {
             "subscription error: {payload}"
         );
         payload["data"][field].clone()
+    }
+}
+
+/// Starts the built `oms serve` binary of `deployment` as a process of its own: for tests that
+/// signal it, or whose requests could stall a server sharing the test's runtime.
+pub fn spawn_oms_process(deployment: &Deployment, extra: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .arg("serve")
+        .args(serve_flags(deployment, extra))
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("oms starts")
+}
+
+/// Waits until the oms at `addr` answers `/readyz` with 200.
+pub async fn wait_until_ready(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = reqwest::get(format!("http://{addr}/readyz")).await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "oms at {addr} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

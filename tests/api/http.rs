@@ -129,3 +129,91 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
     assert!(value("oms_consumer_processing_seconds_count{topic=\"inventory-") >= 2.0);
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn the_operator_endpoints_move_off_the_public_port_when_given_an_address_of_their_own() {
+    let deployment = crate::helpers::Deployment::new();
+    let app = TestApp::spawn_in(deployment.clone(), &["--ops-listen-addr=127.0.0.1:0"]).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            app.get(path).await.status(),
+            404,
+            "{path} on the public port"
+        );
+    }
+    let ops = app.ops_addr().expect("the operator address");
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("oms_outbox_backlog"), "{metrics}");
+
+    // A consumers-only process serves them too, on its listen address when given no other.
+    let consumers = crate::helpers::start_instance(&deployment, &["--components=consumers"]).await;
+    assert!(
+        consumers.addr.is_none(),
+        "no API in a consumers-only process"
+    );
+    let ops = consumers.ops_addr.expect("the operator endpoints");
+    assert_eq!(
+        reqwest::get(format!("http://{ops}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    consumers.stop().await;
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn readiness_and_metrics_answer_at_once_while_the_database_does_not() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // The tables the probe reads are locked: its queries wait, as on an overloaded database.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("lock table _sqlx_migrations, outbox in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let within = std::time::Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = tokio::time::timeout(within, app.get("/readyz"))
+            .await
+            .expect("/readyz answers within a second while the database does not");
+        if response.status() == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(
+                body["problems"],
+                serde_json::json!(["database not answering"]),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = tokio::time::timeout(within, app.get("/metrics"))
+        .await
+        .expect("/metrics answers within a second while the database does not");
+    assert_eq!(metrics.status(), 200);
+
+    lock.rollback().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.get("/readyz").await.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.stop_and_drop_database().await;
+}

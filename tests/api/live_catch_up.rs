@@ -74,7 +74,8 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
         outbox.clone(),
         feeds.clone(),
         Metrics::new(),
-        limits,
+        limits.clone(),
+        std::sync::Arc::new(oms::graphql::rate_limit::RequestRateLimiter::new(&limits)),
     );
     let mut alices_orders = schema.execute_stream(
         Request::new("subscription { orderStatusChanged { orderId version to } }")

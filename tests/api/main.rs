@@ -4,13 +4,16 @@
 mod authorization;
 mod authorization_matrix;
 mod concurrency;
+mod connections;
 mod dashboard;
 mod delivery;
 mod faults;
 mod fuzz;
 mod helpers;
+mod hostile_documents;
 mod http;
 mod idempotency;
+mod introspection;
 mod limits;
 mod live_catch_up;
 mod order_flow;
