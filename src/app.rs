@@ -28,6 +28,8 @@ pub struct RunningApp {
     /// Where the operator endpoints listen, when not beside the API.
     pub ops_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
+    /// Cancelled once the relay, consumers and live reader run (the broker answered).
+    kafka_ready: CancellationToken,
     tasks: JoinSet<()>,
     connections: TaskTracker,
     grace: Duration,
@@ -48,6 +50,11 @@ impl RunningApp {
             tracing::warn!(grace = ?self.grace, "tasks still busy after the grace period; stopping anyway");
             self.tasks.abort_all();
         }
+    }
+
+    /// Resolves once the broker has answered and the relay, consumers and live reader run.
+    pub async fn kafka_started(&self) {
+        self.kafka_ready.cancelled().await;
     }
 
     /// A token cancelled when the service stops.
@@ -83,8 +90,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         let created = seed::seed_demo_inventory(&pool).await?;
         tracing::info!(created, "demo inventory seeded");
     }
-    ensure_topics_patiently(&args).await?;
+    // Creating Kafka clients needs no broker; everything that talks to one starts in the
+    // background once the topics exist, so the API serves (and queues events in the outbox)
+    // meanwhile.
     let producer = kafka::producer(&args.kafka)?;
+    tracing::info!(
+        "connecting to Kafka at {} to create topics",
+        args.kafka.kafka_brokers
+    );
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -92,45 +105,35 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
 
     let metrics = Metrics::new();
     let outbox = OutboxWaker::default();
-    let relay = Relay::new(
-        pool.clone(),
-        producer.clone(),
-        args.kafka.clone(),
-        args.outbox_batch,
-        metrics.clone(),
-        outbox.clone(),
-    );
-    tasks.spawn(relay.run(shutdown.clone()));
-
-    if args.components.runs_consumers() {
-        let dead_letters = kafka::dead_letter_producer(&args.kafka)?;
-        let inventory = group_loop(
-            &args,
-            "inventory",
-            Stream::Inventory,
-            InventoryHandler {
-                pool: pool.clone(),
-                outbox: outbox.clone(),
-                metrics: metrics.clone(),
-            },
-            &dead_letters,
-            &metrics,
-        )?;
-        tasks.spawn(inventory.run(shutdown.clone()));
-        let orders = group_loop(
-            &args,
-            "orders",
-            Stream::Orders,
-            OrdersHandler {
-                pool: pool.clone(),
-                outbox: outbox.clone(),
-                metrics: metrics.clone(),
-            },
-            &dead_letters,
-            &metrics,
-        )?;
-        tasks.spawn(orders.run(shutdown.clone()));
-    }
+    let kafka_ready = CancellationToken::new();
+    let mut kafka_side = KafkaSide {
+        args: args.clone(),
+        ready: kafka_ready.clone(),
+        relay: Relay::new(
+            pool.clone(),
+            producer.clone(),
+            args.kafka.clone(),
+            args.outbox_batch,
+            metrics.clone(),
+            outbox.clone(),
+        ),
+        handlers: args.components.runs_consumers().then(|| {
+            (
+                InventoryHandler {
+                    pool: pool.clone(),
+                    outbox: outbox.clone(),
+                    metrics: metrics.clone(),
+                },
+                OrdersHandler {
+                    pool: pool.clone(),
+                    outbox: outbox.clone(),
+                    metrics: metrics.clone(),
+                },
+            )
+        }),
+        feeds: None,
+        metrics: metrics.clone(),
+    };
 
     let readiness = http::ops::Readiness::default();
     let probe = http::ops::Probe {
@@ -138,9 +141,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         producer: producer.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        requires_kafka: args.ready_requires_kafka,
+        kafka_ready: kafka_ready.clone(),
+        brokers: args.kafka.kafka_brokers.clone(),
     };
-    // The first look before serving, so `/readyz` speaks from the start.
-    probe.run_once().await;
     tasks.spawn(probe.run(shutdown.clone()));
     let mut ops = http::ops::OpsState {
         readiness,
@@ -151,10 +155,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     let mut addr = None;
     if args.components.runs_api() {
         let feeds = LiveFeeds::new(args.live_buffer);
-        let reader = LiveReader::start(&args.kafka, feeds.clone())
-            .await
-            .context("starting the live reader")?;
-        tasks.spawn(reader.run(shutdown.clone()));
+        kafka_side.feeds = Some(feeds.clone());
         ops.feeds = Some(feeds.clone());
         let requests = Arc::new(RequestRateLimiter::new(&args.limits));
         let schema = graphql::schema(
@@ -206,7 +207,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         ops_local = Some(local);
     }
 
+    tasks.spawn(kafka_side.run(shutdown.clone()));
+
     Ok(RunningApp {
+        kafka_ready,
         addr,
         ops_addr: ops_local,
         shutdown,
@@ -254,7 +258,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
     name: &'static str,
     stream: Stream,
     handler: H,
-    dead_letters: &rdkafka::producer::FutureProducer,
+    dead_letters: &kafka::Producer,
     metrics: &Metrics,
 ) -> anyhow::Result<ConsumerLoop<H>> {
     let group = format!("{}-{name}", args.kafka.group_prefix);
@@ -274,18 +278,111 @@ fn group_loop<H: crate::kafka::consume::Handler>(
     })
 }
 
-/// The broker may still be starting: keep asking for half a minute before giving up.
-async fn ensure_topics_patiently(args: &ServeArgs) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match kafka::ensure_topics(&args.kafka).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 15 => {
-                tracing::warn!(error = ?error, attempt, "Kafka not ready yet; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(error) => return Err(error.context("Kafka topics could not be ensured")),
+/// Everything that talks to the broker: the outbox relay, the consumers and the live reader.
+/// They start once the broker has answered and oms's topics exist. The consumers and the live
+/// reader are created only then: a consumer created while the broker is away queues an error
+/// for every failed connection, and would read through that backlog before any message.
+struct KafkaSide {
+    args: ServeArgs,
+    /// Cancelled once everything runs.
+    ready: CancellationToken,
+    relay: Relay,
+    /// The consumers' handlers, where this process runs them.
+    handlers: Option<(InventoryHandler, OrdersHandler)>,
+    /// The live feeds, where this process serves subscriptions.
+    feeds: Option<LiveFeeds>,
+    metrics: Metrics,
+}
+
+/// The first wait between attempts to reach the broker; it doubles up to [`MAX_KAFKA_BACKOFF`].
+const FIRST_KAFKA_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_KAFKA_BACKOFF: Duration = Duration::from_secs(30);
+/// How long one attempt to create the topics may take.
+const KAFKA_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl KafkaSide {
+    async fn run(self, shutdown: CancellationToken) {
+        if !wait_for_topics(&self.args.kafka, &shutdown).await {
+            return; // Stopped while waiting.
         }
+        let mut running = JoinSet::new();
+        let brokers = self.args.kafka.kafka_brokers.clone();
+        let ready = self.ready.clone();
+        if let Err(error) = self.start(&mut running, &shutdown).await {
+            // Only a configuration librdkafka refuses gets here: stop, as a start-up error would.
+            tracing::error!(error = %format!("{error:#}"), "starting the Kafka consumers failed; stopping");
+            shutdown.cancel();
+        } else {
+            tracing::info!(
+                %brokers,
+                "Kafka is ready: the relay, consumers and live feed are running"
+            );
+            ready.cancel();
+        }
+        while running.join_next().await.is_some() {}
     }
+
+    async fn start(
+        self,
+        running: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        // The live reader takes its place at the topics' end before the relay publishes what
+        // waited in the outbox, so subscribers opened meanwhile receive it.
+        if let Some(feeds) = &self.feeds {
+            let reader = LiveReader::new(&self.args.kafka, feeds.clone())?
+                .start_at_end()
+                .await
+                .context("starting the live reader")?;
+            running.spawn(reader.run(shutdown.clone()));
+        }
+        running.spawn(self.relay.run(shutdown.clone()));
+        if let Some((inventory, orders)) = self.handlers {
+            let dead_letters = kafka::dead_letter_producer(&self.args.kafka)?;
+            let inventory = group_loop(
+                &self.args,
+                "inventory",
+                Stream::Inventory,
+                inventory,
+                &dead_letters,
+                &self.metrics,
+            )?;
+            let orders = group_loop(
+                &self.args,
+                "orders",
+                Stream::Orders,
+                orders,
+                &dead_letters,
+                &self.metrics,
+            )?;
+            running.spawn(inventory.run(shutdown.clone()));
+            running.spawn(orders.run(shutdown.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Asks the broker to create oms's topics until it has, with backoff; one line per attempt says
+/// what is awaited and where. False when the service stopped first.
+async fn wait_for_topics(kafka: &crate::config::KafkaArgs, shutdown: &CancellationToken) -> bool {
+    let brokers = &kafka.kafka_brokers;
+    let mut backoff = FIRST_KAFKA_BACKOFF;
+    for attempt in 1.. {
+        let problem =
+            match tokio::time::timeout(KAFKA_ATTEMPT_TIMEOUT, kafka::ensure_topics(kafka)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(error)) => format!("{error:#}"),
+                Err(_) => format!("no answer within {} s", KAFKA_ATTEMPT_TIMEOUT.as_secs()),
+            };
+        tracing::warn!(
+            "waiting for Kafka at {brokers} to create topics (attempt {attempt}, next in {} s): {problem}",
+            backoff.as_secs()
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_KAFKA_BACKOFF);
+    }
+    unreachable!("the attempts never run out")
 }

@@ -288,6 +288,12 @@ pub struct ServeArgs {
     /// Which components to run.
     #[arg(long, env = "OMS_COMPONENTS", value_enum, default_value_t = Components::All)]
     pub components: Components,
+    /// Whether `/readyz` fails while the broker is unreachable. The API takes orders without it
+    /// (they wait in the outbox), so `false` keeps instances in a load balancer through a
+    /// broker outage; `true` takes them out, which suits a deployment that would rather send
+    /// traffic to instances that can also deliver live changes.
+    #[arg(long, env = "OMS_READY_REQUIRES_KAFKA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ready_requires_kafka: bool,
     /// Apply pending migrations at start-up.
     #[arg(long, env = "OMS_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,

@@ -21,9 +21,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let app = oms::app::start(*args).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            app.stop().await;
+            let failed = app.shutdown_token();
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down");
+                    app.stop().await;
+                }
+                // A component that cannot run stops the service (its cause is in the log).
+                _ = failed.cancelled() => {
+                    app.stop().await;
+                    anyhow::bail!("a component could not start; see the log above");
+                }
+            }
         }
         Command::Migrate(args) => {
             oms::db::create_database_if_missing(&args.database_url).await?;

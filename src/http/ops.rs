@@ -38,18 +38,33 @@ pub fn router(state: OpsState) -> Router {
         .with_state(state)
 }
 
-/// The probe's latest report: the problems it found (none: ready).
+/// The probe's latest report, once it has looked.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    problems: Arc<RwLock<Option<Vec<String>>>>,
+    report: Arc<RwLock<Option<Report>>>,
+}
+
+#[derive(Clone)]
+struct Report {
+    /// What keeps the service from being ready (none: ready).
+    problems: Vec<String>,
+    /// What is missing without making it unready (the broker, with `OMS_READY_REQUIRES_KAFKA`
+    /// off).
+    degraded: Vec<String>,
 }
 
 /// What the probe checks.
 pub struct Probe {
     pub pool: PgPool,
-    pub producer: rdkafka::producer::FutureProducer,
+    pub producer: crate::kafka::Producer,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// Whether an unreachable broker makes the service not ready (else it is only reported).
+    pub requires_kafka: bool,
+    /// Cancelled once the relay, consumers and live reader run.
+    pub kafka_ready: CancellationToken,
+    /// Where the broker is, for the report.
+    pub brokers: String,
 }
 
 impl Probe {
@@ -84,49 +99,78 @@ impl Probe {
                 .map(|_| ())
         })
         .await;
-        if !matches!(broker, Ok(Ok(()))) {
-            problems.push("Kafka broker unreachable".to_owned());
+        let kafka_problem = if !self.kafka_ready.is_cancelled() {
+            Some(format!(
+                "waiting for Kafka at {} to create topics",
+                self.brokers
+            ))
+        } else if !matches!(broker, Ok(Ok(()))) {
+            Some("Kafka broker unreachable".to_owned())
+        } else {
+            None
+        };
+        let mut degraded = Vec::new();
+        if let Some(problem) = kafka_problem {
+            if self.requires_kafka {
+                problems.push(problem);
+            } else {
+                degraded.push(problem);
+            }
         }
-        *self.readiness.problems.write().expect("never poisoned") = Some(problems);
+        *self.readiness.report.write().expect("never poisoned") =
+            Some(Report { problems, degraded });
     }
 
-    /// Looks every [`PROBE_INTERVAL`] until shutdown.
+    /// Looks now, then every [`PROBE_INTERVAL`], and at once when the Kafka side starts, until
+    /// shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut kafka_was_ready = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(PROBE_INTERVAL) => self.run_once().await,
+                _ = self.run_once() => {}
             }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = self.kafka_ready.cancelled(), if !kafka_was_ready => {}
+            }
+            kafka_was_ready = self.kafka_ready.is_cancelled();
         }
     }
 }
 
-/// Ready when the probe last found the database migrated and reachable and the broker
-/// answering.
+/// Ready when the probe last found the database migrated and reachable and (unless the broker
+/// is not required) the broker answering.
 async fn readyz(State(state): State<OpsState>) -> Response {
     let report = state
         .readiness
-        .problems
+        .report
         .read()
         .expect("never poisoned")
         .clone();
-    match report {
-        Some(problems) if problems.is_empty() => (
+    let (status, body) = match report {
+        Some(report) if report.problems.is_empty() && report.degraded.is_empty() => {
+            (StatusCode::OK, serde_json::json!({ "status": "ready" }))
+        }
+        Some(report) if report.problems.is_empty() => (
             StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
-            .into_response(),
-        Some(problems) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not ready", "problems": problems })),
-        )
-            .into_response(),
+            serde_json::json!({ "status": "ready", "degraded": report.degraded }),
+        ),
+        Some(report) => {
+            let mut problems = report.problems;
+            problems.extend(report.degraded);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "not ready", "problems": problems }),
+            )
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "starting", "problems": ["not checked yet"] })),
-        )
-            .into_response(),
-    }
+            serde_json::json!({ "status": "starting", "problems": ["not checked yet"] }),
+        ),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics; the outbox gauges are the probe's latest reading.

@@ -16,7 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -44,7 +44,7 @@ pub struct ConsumerLoop<H> {
     pub name: &'static str,
     pub consumer: StreamConsumer<LagReporting>,
     pub handler: H,
-    pub producer: FutureProducer,
+    pub producer: super::Producer,
     pub dead_letter_topic: String,
     pub metrics: Metrics,
     /// Messages handled at once (different keys only).

@@ -9,8 +9,9 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
@@ -37,27 +38,71 @@ fn base_config(args: &KafkaArgs) -> ClientConfig {
     config
 }
 
+/// Where librdkafka's own log lines and errors go. A broker that cannot be reached is reported
+/// once per attempt by oms itself (`waiting for Kafka at ...`), by `/readyz` and by the relay,
+/// so librdkafka's per-connection reports of it (one per client, every reconnect) go to debug;
+/// everything else keeps its level.
+#[derive(Clone, Copy, Default)]
+pub struct KafkaLogs;
+
+impl KafkaLogs {
+    fn is_transport_noise(fac: &str, message: &str) -> bool {
+        fac == "FAIL"
+            && [
+                "Connection refused",
+                "Connect to",
+                "timed out",
+                "Disconnected",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
+    }
+}
+
+impl ClientContext for KafkaLogs {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if Self::is_transport_noise(fac, message) {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+        } else {
+            DefaultClientContext.log(level, fac, message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        use RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        match error.rdkafka_error_code() {
+            Some(AllBrokersDown | BrokerTransportFailure) => {
+                tracing::debug!(target: "rdkafka::client", "librdkafka: {error}: {reason}")
+            }
+            _ => DefaultClientContext.error(error, reason),
+        }
+    }
+}
+
+/// oms's producers.
+pub type Producer = FutureProducer<KafkaLogs>;
+
 /// An idempotent producer that waits for all in-sync replicas: no duplicates from its own
 /// retries, and per-partition order kept.
-pub fn producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+pub fn producer(args: &KafkaArgs) -> anyhow::Result<Producer> {
     base_config(args)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
         .set("batch.num.messages", args.batch_max_messages.to_string())
         .set("message.timeout.ms", args.message_timeout_ms.to_string())
-        .create()
+        .create_with_context(KafkaLogs)
         .context("creating the Kafka producer")
 }
 
 /// A producer for dead letters: acknowledged by all replicas, but not idempotent, so it never
 /// becomes unusable after a broker outage (a duplicate dead letter is harmless).
-pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<Producer> {
     base_config(args)
         .set("acks", "all")
         .set("batch.num.messages", args.batch_max_messages.to_string())
         .set("message.timeout.ms", args.message_timeout_ms.to_string())
-        .create()
+        .create_with_context(KafkaLogs)
         .context("creating the dead-letter producer")
 }
 
@@ -67,6 +112,14 @@ pub struct LagReporting {
 }
 
 impl ClientContext for LagReporting {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        KafkaLogs.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        KafkaLogs.error(error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
@@ -83,6 +136,8 @@ impl ClientContext for LagReporting {
 }
 
 impl ConsumerContext for LagReporting {}
+
+impl ConsumerContext for KafkaLogs {}
 
 /// A group member whose offsets move only when the application stores them, which it does after
 /// the database commit. Stored offsets are committed in the background and on shutdown.
@@ -164,21 +219,21 @@ pub async fn leave_group<C: ConsumerContext + 'static>(consumer: StreamConsumer<
 }
 
 /// A consumer outside any group that reads partitions it is assigned and commits nothing.
-pub fn standalone_consumer(args: &KafkaArgs) -> anyhow::Result<StreamConsumer> {
+pub fn standalone_consumer(args: &KafkaArgs) -> anyhow::Result<StreamConsumer<KafkaLogs>> {
     base_config(args)
         // librdkafka wants a group id even when the group is never joined.
         .set("group.id", format!("oms-live-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
-        .create()
+        .create_with_context(KafkaLogs)
         .context("creating the Kafka status reader")
 }
 
 /// Creates oms's topics and their dead-letter topics when they are missing.
 pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(args)
-        .create()
+    let admin: AdminClient<KafkaLogs> = base_config(args)
+        .create_with_context(KafkaLogs)
         .context("creating the Kafka admin client")?;
     let mut names: Vec<String> = Vec::new();
     for stream in Stream::ALL {
@@ -195,7 +250,10 @@ pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Without a request timeout librdkafka waits a minute for an unreachable broker.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(5)));
     let results = admin
         .create_topics(&topics, &options)
         .await

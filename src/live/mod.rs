@@ -6,6 +6,7 @@
 
 use crate::config::KafkaArgs;
 use crate::domain::events::{decode, decode_stock_level, Event, StockLevelChanged, Stream};
+use crate::kafka::KafkaLogs;
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -211,7 +212,7 @@ impl LiveFeeds {
 
 /// Reads the live topics from their end as it stood at start-up.
 pub struct LiveReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<KafkaLogs>,
     feeds: LiveFeeds,
     status_topic: String,
     stock_topic: String,
@@ -219,20 +220,35 @@ pub struct LiveReader {
 
 impl LiveReader {
     /// Assigns every partition at its current end, so everything published from now on is read.
-    pub async fn start(kafka: &KafkaArgs, feeds: LiveFeeds) -> anyhow::Result<Self> {
-        let consumer = crate::kafka::standalone_consumer(kafka)?;
-        let status_topic = kafka.topic(Stream::OrderStatus).to_owned();
-        let stock_topic = kafka.topic(Stream::StockLevels).to_owned();
-        let topics = [status_topic.clone(), stock_topic.clone()];
-        let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
-            let mut assignment = TopicPartitionList::new();
-            for topic in &topics {
-                assign_at_end(&consumer, topic, &mut assignment)?;
-            }
-            consumer.assign(&assignment)?;
-            Ok(consumer)
+    /// A reader of the live topics, not reading yet (creating it needs no broker).
+    pub fn new(kafka: &KafkaArgs, feeds: LiveFeeds) -> anyhow::Result<Self> {
+        Ok(LiveReader {
+            consumer: crate::kafka::standalone_consumer(kafka)?,
+            feeds,
+            status_topic: kafka.topic(Stream::OrderStatus).to_owned(),
+            stock_topic: kafka.topic(Stream::StockLevels).to_owned(),
         })
-        .await??;
+    }
+
+    /// Assigns the live topics from their end as it stands now (the broker must answer).
+    pub async fn start_at_end(self) -> anyhow::Result<Self> {
+        let LiveReader {
+            consumer,
+            feeds,
+            status_topic,
+            stock_topic,
+        } = self;
+        let topics = [status_topic.clone(), stock_topic.clone()];
+        let consumer =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer<KafkaLogs>> {
+                let mut assignment = TopicPartitionList::new();
+                for topic in &topics {
+                    assign_at_end(&consumer, topic, &mut assignment)?;
+                }
+                consumer.assign(&assignment)?;
+                Ok(consumer)
+            })
+            .await??;
         Ok(LiveReader {
             consumer,
             feeds,
@@ -279,7 +295,7 @@ impl LiveReader {
 
 /// Adds every partition of `topic` to `assignment` at its current end.
 fn assign_at_end(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<KafkaLogs>,
     topic: &str,
     assignment: &mut TopicPartitionList,
 ) -> anyhow::Result<()> {

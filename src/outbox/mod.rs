@@ -19,7 +19,7 @@ use crate::domain::events::Stream;
 use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +66,7 @@ pub enum Round {
 
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: crate::kafka::Producer,
     kafka: KafkaArgs,
     batch_size: i64,
     metrics: Metrics,
@@ -92,7 +92,7 @@ fn breaks_the_producer(error: &KafkaError) -> bool {
 impl Relay {
     pub fn new(
         pool: PgPool,
-        producer: FutureProducer,
+        producer: crate::kafka::Producer,
         kafka: KafkaArgs,
         batch_size: i64,
         metrics: Metrics,

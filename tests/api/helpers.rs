@@ -92,9 +92,14 @@ fn init_logging() {
 /// Starts an oms instance of `deployment` with extra `oms serve` flags; it may run without the API.
 pub async fn start_instance(deployment: &Deployment, extra: &[&str]) -> oms::app::RunningApp {
     init_logging();
-    oms::app::start(serve_args(deployment, extra))
+    let app = oms::app::start(serve_args(deployment, extra))
         .await
-        .expect("oms starts")
+        .expect("oms starts");
+    // Tests produce to the topics and expect consumers to run, so wait for the Kafka side.
+    tokio::time::timeout(Duration::from_secs(60), app.kafka_started())
+        .await
+        .expect("oms reaches the broker within a minute");
+    app
 }
 
 /// The `oms serve` arguments of an instance of `deployment` (see [`serve_flags`]).
@@ -156,6 +161,22 @@ impl TestApp {
             http: reqwest::Client::new(),
             keys: TokenKeys::new(SECRET.as_bytes()),
             app: Some(app),
+        }
+    }
+
+    /// Drives an oms that already listens at `addr` (a process the test started) once its
+    /// database exists.
+    pub async fn attach(addr: std::net::SocketAddr, deployment: Deployment) -> TestApp {
+        let pool = PgPool::connect(&deployment.database_url)
+            .await
+            .expect("test database reachable");
+        TestApp {
+            addr,
+            deployment,
+            pool,
+            http: reqwest::Client::new(),
+            keys: TokenKeys::new(SECRET.as_bytes()),
+            app: None,
         }
     }
 
@@ -645,7 +666,11 @@ pub struct DedicatedBroker {
 
 impl DedicatedBroker {
     pub async fn start() -> DedicatedBroker {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// A broker on `port` (which nothing else may listen on).
+    pub async fn start_on(port: u16) -> DedicatedBroker {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut process = std::process::Command::new("tansu")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])

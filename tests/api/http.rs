@@ -6,9 +6,8 @@ use crate::helpers::TestApp;
 async fn health_and_readiness_report_a_running_service() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
-    let ready = app.get("/readyz").await;
-    assert_eq!(ready.status(), 200);
-    let body: serde_json::Value = ready.json().await.unwrap();
+    crate::helpers::wait_until_ready(app.addr).await;
+    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     app.stop_and_drop_database().await;
 }
@@ -142,8 +141,7 @@ async fn the_operator_endpoints_move_off_the_public_port_when_given_an_address_o
         );
     }
     let ops = app.ops_addr().expect("the operator address");
-    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
-    assert_eq!(ready.status(), 200);
+    crate::helpers::wait_until_ready(ops).await;
     let metrics = reqwest::get(format!("http://{ops}/metrics"))
         .await
         .unwrap()
@@ -166,8 +164,7 @@ async fn the_operator_endpoints_move_off_the_public_port_when_given_an_address_o
             .status(),
         200
     );
-    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
-    assert_eq!(ready.status(), 200);
+    crate::helpers::wait_until_ready(ops).await;
     consumers.stop().await;
     app.stop_and_drop_database().await;
 }
@@ -175,7 +172,7 @@ async fn the_operator_endpoints_move_off_the_public_port_when_given_an_address_o
 #[tokio::test]
 async fn readiness_and_metrics_answer_at_once_while_the_database_does_not() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.get("/readyz").await.status(), 200);
+    crate::helpers::wait_until_ready(app.addr).await;
 
     // The tables the probe reads are locked: its queries wait, as on an overloaded database.
     let mut lock = app.pool.begin().await.unwrap();
