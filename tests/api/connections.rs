@@ -26,16 +26,22 @@ enum Frame {
     Other,
 }
 
+/// The HTTP request that asks `addr` to upgrade to a `graphql-transport-ws` WebSocket.
+fn upgrade_request(addr: std::net::SocketAddr) -> String {
+    format!(
+        "GET /graphql/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    )
+}
+
 impl RawWebSocket {
     async fn connect(app: &TestApp) -> RawWebSocket {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        let request = format!(
-            "GET /graphql/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n",
-            app.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
+            .write_all(upgrade_request(app.addr).as_bytes())
+            .await
+            .unwrap();
         let mut socket = RawWebSocket {
             stream,
             buffer: Vec::new(),
@@ -81,6 +87,17 @@ impl RawWebSocket {
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         self.stream.write_all(&frame).await
+    }
+
+    /// The code and reason of the server's next close frame.
+    async fn next_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next_frame().await {
+                Some(Frame::Close(code, reason)) => return (code, reason),
+                Some(_) => continue,
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
     }
 
     /// The next frame, or `None` once the server has closed the TCP connection.
@@ -143,13 +160,7 @@ async fn after_its_token_expires_a_connection_runs_nothing_more_and_is_cut_even_
         other => panic!("no acknowledgement: {other:?}"),
     }
     // The server closes with 4401 when the token expires.
-    let close = loop {
-        match socket.next_frame().await {
-            Some(Frame::Close(code, reason)) => break (code, reason),
-            Some(_) => continue,
-            None => panic!("the connection ended without a close frame"),
-        }
-    };
+    let close = socket.next_close().await;
     assert_eq!(close.0, 4401, "{close:?}");
 
     // A client that ignores the close and goes on: nothing it sends is applied.
@@ -199,13 +210,7 @@ async fn after_4401_the_server_ends_the_connection_even_if_the_client_never_answ
 async fn a_websocket_that_never_sends_connection_init_is_closed_with_4408() {
     let app = TestApp::spawn_in(Deployment::new(), &["--ws-init-timeout-secs=1"]).await;
     let mut socket = RawWebSocket::connect(&app).await;
-    let close = loop {
-        match socket.next_frame().await {
-            Some(Frame::Close(code, reason)) => break (code, reason),
-            Some(_) => continue,
-            None => panic!("closed without a close frame"),
-        }
-    };
+    let close = socket.next_close().await;
     assert_eq!(close.0, 4408, "{close:?}");
     assert!(close.1.contains("connection_init"), "{close:?}");
     app.stop_and_drop_database().await;
@@ -239,15 +244,7 @@ async fn one_address_holds_a_bounded_number_of_websockets_signed_in_or_not() {
     loop {
         let mut attempt = TcpStream::connect(app.addr).await.unwrap();
         attempt
-            .write_all(
-                format!(
-                    "GET /graphql/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-                     Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n",
-                    app.addr
-                )
-                .as_bytes(),
-            )
+            .write_all(upgrade_request(app.addr).as_bytes())
             .await
             .unwrap();
         let mut head = [0u8; 12];
