@@ -47,6 +47,14 @@ ensure_postgres() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# PgBouncer (Debian's package) for the pooled test run and tests/api/pooler.rs.
+ensure_pgbouncer() {
+  if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then return; fi
+  log "installing PgBouncer with apt-get (the pooled test run puts it in front of PostgreSQL)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+}
+
 install_tansu_if_missing() {
   export PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v tansu >/dev/null 2>&1; then

@@ -72,20 +72,21 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
              playground holds a staff token. Never expose this instance."
         );
     }
-    let pool = db::connect_lazy(
-        &args.database.database_url,
-        args.database.database_max_connections,
-    )
-    .context("configuring the database pool")?;
-    if args.migrate {
-        db::create_database_if_missing(&args.database.database_url)
-            .await
-            .context("creating the database")?;
-        db::MIGRATOR
-            .run(&pool)
-            .await
-            .context("applying database migrations")?;
+    let database = db::connect(&args.database).context("configuring the database pool")?;
+    if args.database.database_pooler == db::Pooler::Transaction {
+        match &args.database.database_direct_url {
+            Some(_) => tracing::info!(
+                "behind a transaction-mode pooler: statements are prepared unnamed, each in a transaction; migrations and the relay's LISTEN use DATABASE_DIRECT_URL"
+            ),
+            None => tracing::warn!(
+                "behind a transaction-mode pooler without DATABASE_DIRECT_URL: the outbox relay polls once a second instead of listening for other instances' wake-ups"
+            ),
+        }
     }
+    if args.migrate {
+        db::migrate(&args.database, &database).await?;
+    }
+    let pool = database.db.clone();
     if args.seed {
         let created = seed::seed_demo_inventory(&pool).await?;
         tracing::info!(created, "demo inventory seeded");
@@ -111,6 +112,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         ready: kafka_ready.clone(),
         relay: Relay::new(
             pool.clone(),
+            database.direct.clone(),
             producer.clone(),
             args.kafka.clone(),
             args.outbox_batch,

@@ -59,6 +59,17 @@ pub struct DatabaseArgs {
     /// Most connections the pool opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    /// What stands between oms and PostgreSQL at `DATABASE_URL`: `transaction` for a pooler in
+    /// transaction mode that does not keep prepared statements (PgBouncer before 1.21, or
+    /// without `max_prepared_statements`).
+    #[arg(long, env = "DATABASE_POOLER", value_enum, default_value_t = crate::db::Pooler::None)]
+    pub database_pooler: crate::db::Pooler,
+    /// A URL that reaches PostgreSQL itself, not through the pooler: for what needs a session
+    /// (the outbox relay's LISTEN) and for migrations. Behind a pooler without it the relay
+    /// polls once a second, and migrations must be run separately (`oms migrate` against
+    /// PostgreSQL itself, then OMS_MIGRATE=false).
+    #[arg(long, env = "DATABASE_DIRECT_URL", hide_env_values = true)]
+    pub database_direct_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

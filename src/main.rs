@@ -35,17 +35,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Migrate(args) => {
-            oms::db::create_database_if_missing(&args.database_url).await?;
-            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
-            oms::db::MIGRATOR
-                .run(&pool)
-                .await
-                .context("applying migrations")?;
+            let database = oms::db::connect(&args)?;
+            oms::db::migrate(&args, &database).await?;
             tracing::info!("migrations applied");
         }
         Command::Seed(args) => {
-            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
-            let created = oms::seed::seed_demo_inventory(&pool).await?;
+            let database = oms::db::connect(&args)?;
+            let created = oms::seed::seed_demo_inventory(&database.db).await?;
             tracing::info!(created, "demo inventory seeded");
         }
         Command::Token(args) => {
@@ -60,8 +56,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Schema => print!("{}", oms::graphql::sdl()),
         Command::Check(args) => {
-            let pool = oms::db::connect_lazy(&args.database_url, 1)?;
-            let report = oms::service::audit::audit(&pool)
+            let database = oms::db::connect(&args)?;
+            let report = oms::service::audit::audit(&database.db)
                 .await
                 .context("reading the database")?;
             for violation in &report.violations {

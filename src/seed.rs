@@ -1,8 +1,8 @@
 //! Demo inventory for local runs: created when missing, never overwritten.
 
 use crate::db;
+use crate::db::Db;
 use anyhow::Context;
-use sqlx::PgPool;
 
 /// (SKU, name, quantity, low-stock threshold)
 pub const DEMO_ITEMS: &[(&str, &str, i32, i32)] = &[
@@ -17,16 +17,17 @@ pub const DEMO_ITEMS: &[(&str, &str, i32, i32)] = &[
 ];
 
 /// Creates the demo items that do not exist yet; returns how many were created.
-pub async fn seed_demo_inventory(pool: &PgPool) -> anyhow::Result<usize> {
+pub async fn seed_demo_inventory(pool: &Db) -> anyhow::Result<usize> {
     let items: Vec<(String, String, i32, i32)> = DEMO_ITEMS
         .iter()
         .map(|(sku, name, quantity, threshold)| {
             (sku.to_string(), name.to_string(), *quantity, *threshold)
         })
         .collect();
-    let mut conn = pool.acquire().await?;
-    let created = db::inventory::create_many(&mut conn, &items)
+    let mut transaction = pool.begin().await?;
+    let created = db::inventory::create_many(&mut transaction, &items)
         .await
         .context("seeding the demo inventory")?;
+    transaction.commit().await?;
     Ok(created as usize)
 }

@@ -1,15 +1,15 @@
 //! The inventory consumer: a placed order is checked against stock and confirmed or rejected.
 
 use super::record_outcome;
+use crate::db::Db;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service::applying::apply_inventory_check;
-use sqlx::PgPool;
 
 pub struct InventoryHandler {
-    pub pool: PgPool,
+    pub pool: Db,
     pub outbox: OutboxWaker,
     pub metrics: Metrics,
 }

@@ -2,15 +2,15 @@
 //! when a deducted order is cancelled) or refused.
 
 use super::record_outcome;
+use crate::db::Db;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service::applying::apply_requested_change;
-use sqlx::PgPool;
 
 pub struct OrdersHandler {
-    pub pool: PgPool,
+    pub pool: Db,
     pub outbox: OutboxWaker,
     pub metrics: Metrics,
 }

@@ -15,7 +15,7 @@ pub struct StockBalance {
 }
 
 pub async fn stock_balances(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<StockBalance>> {
-    sqlx::query_as(
+    super::query_as(
         "with set_total as (
              select sku, sum(delta) as total from stock_movements
              where reason = 'stock_set' group by sku
@@ -55,7 +55,7 @@ pub struct OrderPath {
 }
 
 pub async fn order_paths(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<OrderPath>> {
-    sqlx::query_as(
+    super::query_as(
         "select o.id, o.status, o.version, o.stock_deducted,
                 coalesce(array_agg(h.version order by h.version)
                          filter (where h.version is not null), '{}') as versions,

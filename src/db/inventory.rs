@@ -62,7 +62,7 @@ pub async fn find_by_skus(
     db: impl PgExecutor<'_>,
     skus: &[String],
 ) -> sqlx::Result<Vec<InventoryItemRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {ITEM_COLUMNS} from inventory_items where sku = any($1)"
     ))
     .bind(skus)
@@ -76,7 +76,7 @@ pub async fn list(
     after_sku: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<InventoryItemRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {ITEM_COLUMNS} from inventory_items
          where ($1::text is null or sku > $1)
          order by sku limit $2"
@@ -105,7 +105,7 @@ pub async fn lock_stock_of_order(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> sqlx::Result<Vec<LineStock>> {
-    let rows = sqlx::query(&format!(
+    let rows = super::query(&format!(
         "with lines as (
              select line_no, sku, quantity from order_lines where order_id = $1
          ), locked as (
@@ -151,7 +151,7 @@ pub async fn upsert(
     quantity: i32,
     low_stock_threshold: Option<i32>,
 ) -> sqlx::Result<UpsertedItem> {
-    let created = sqlx::query(
+    let created = super::query(
         "insert into inventory_items (sku, name, quantity, low_stock_threshold)
          values ($1, $2, 0, coalesce($3, 0)) on conflict (sku) do nothing",
     )
@@ -162,13 +162,13 @@ pub async fn upsert(
     .await?
     .rows_affected()
         == 1;
-    let current: InventoryItemRow = sqlx::query_as(&format!(
+    let current: InventoryItemRow = super::query_as(&format!(
         "select {ITEM_COLUMNS} from inventory_items where sku = $1 for no key update"
     ))
     .bind(sku)
     .fetch_one(&mut *conn)
     .await?;
-    let after: InventoryItemRow = sqlx::query_as(&format!(
+    let after: InventoryItemRow = super::query_as(&format!(
         "update inventory_items
          set name = $2, quantity = $3,
              low_stock_threshold = coalesce($4, low_stock_threshold),
@@ -184,7 +184,7 @@ pub async fn upsert(
     .await?;
     let delta = quantity - current.quantity;
     if delta != 0 {
-        sqlx::query("insert into stock_movements (sku, delta, reason) values ($1, $2, $3)")
+        super::query("insert into stock_movements (sku, delta, reason) values ($1, $2, $3)")
             .bind(sku)
             .bind(delta)
             .bind(ledger_reason(StockChangeReason::StockSet))
@@ -213,7 +213,7 @@ pub async fn create_many(
         quantities.push(*quantity);
         thresholds.push(*threshold);
     }
-    let created = sqlx::query(
+    let created = super::query(
         "with created as (
              insert into inventory_items (sku, name, quantity, low_stock_threshold)
              select * from unnest($1::text[], $2::text[], $3::int[], $4::int[])

@@ -7,6 +7,7 @@
 //! - [`audit`]: read-only checks of the invariants.
 
 pub mod audit;
+mod handle;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;
@@ -17,6 +18,9 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgPool, PgPoolOptions, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 use std::time::Duration;
+
+pub(crate) use handle::{query, query_as, query_scalar};
+pub use handle::{Db, Pooler};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -80,19 +84,71 @@ impl Encode<'_, Postgres> for OrderStatus {
 }
 
 /// How many of this build's migrations the database has not applied.
-pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("select version from _sqlx_migrations where success")
-            .fetch_all(pool)
-            .await
-            .or_else(|error| match &error {
-                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
-                _ => Err(error),
-            })?;
+pub async fn pending_migrations(pool: &Db) -> sqlx::Result<usize> {
+    let applied: Vec<i64> = query_scalar("select version from _sqlx_migrations where success")
+        .fetch_all(pool)
+        .await
+        .or_else(|error| match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
+            _ => Err(error),
+        })?;
     Ok(MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
         .count())
+}
+
+/// The connections `args` describes.
+pub struct Connections {
+    /// Every statement goes here (through the pooler, if any).
+    pub db: Db,
+    /// A pool that reaches PostgreSQL itself, for what needs a session (`LISTEN`, migrations):
+    /// the main pool when nothing pools, `DATABASE_DIRECT_URL` when given, else none.
+    pub direct: Option<PgPool>,
+}
+
+/// Connections to make lazily, so the service starts (and reports not ready) while the database
+/// is still coming up.
+pub fn connect(args: &crate::config::DatabaseArgs) -> Result<Connections, sqlx::Error> {
+    let pool = connect_lazy(&args.database_url, args.database_max_connections)?;
+    let direct = match (&args.database_direct_url, args.database_pooler) {
+        (Some(url), _) => Some(connect_lazy(url, 2)?),
+        (None, Pooler::None) => Some(pool.clone()),
+        (None, Pooler::Transaction) => None,
+    };
+    Ok(Connections {
+        db: Db::behind(pool, args.database_pooler),
+        direct,
+    })
+}
+
+/// Creates the database when missing and applies pending migrations, over the direct URL when
+/// there is one. sqlx's migrator prepares named statements and holds a session lock, which a
+/// transaction-mode pooler cannot carry: behind one, migrations need `DATABASE_DIRECT_URL`.
+pub async fn migrate(
+    args: &crate::config::DatabaseArgs,
+    connections: &Connections,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (Some(direct), url) = (
+        &connections.direct,
+        args.database_direct_url
+            .as_deref()
+            .unwrap_or(&args.database_url),
+    ) else {
+        anyhow::bail!(
+            "behind a transaction-mode pooler migrations need DATABASE_DIRECT_URL (a URL that \
+             reaches PostgreSQL itself); or run `oms migrate` with DATABASE_URL pointing at \
+             PostgreSQL itself and start with OMS_MIGRATE=false"
+        );
+    };
+    create_database_if_missing(url)
+        .await
+        .context("creating the database")?;
+    MIGRATOR
+        .run(direct)
+        .await
+        .context("applying database migrations")
 }
 
 /// Creates the database named in `url` when it does not exist yet.

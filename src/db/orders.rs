@@ -63,7 +63,7 @@ pub async fn insert_placed(
     let (skus, quantities): (Vec<&str>, Vec<i32>) =
         lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
     let (event_ids, streams, keys, payloads) = super::outbox::columns(events);
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "-- The order and its first history entry share status ($9), version ($7) and time ($4).
          with placed as (
              insert into orders (id, user_id, status, version, idempotency_key, created_at,
@@ -105,14 +105,14 @@ pub async fn insert_placed(
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
-    sqlx::query_as(&format!("select {ORDER_COLUMNS} from orders where id = $1"))
+    super::query_as(&format!("select {ORDER_COLUMNS} from orders where id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
 pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<OrderRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {ORDER_COLUMNS} from orders where id = any($1)"
     ))
     .bind(ids)
@@ -139,7 +139,7 @@ pub async fn lock_for_event(
     event_id: Uuid,
     order_id: Uuid,
 ) -> sqlx::Result<Option<OrderForEvent>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "with inbox as (
              insert into processed_events (consumer, event_id) values ($1, $2)
              on conflict do nothing
@@ -160,7 +160,7 @@ pub async fn find_by_idempotency_key(
     user_id: &str,
     key: &str,
 ) -> sqlx::Result<Option<OrderRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {ORDER_COLUMNS} from orders where user_id = $1 and idempotency_key = $2"
     ))
     .bind(user_id)
@@ -184,7 +184,7 @@ pub async fn list(
     filter: &OrderFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<OrderRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {ORDER_COLUMNS} from orders
          where ($1::text is null or user_id = $1)
            and ($2::text is null or status = $2)
@@ -204,7 +204,7 @@ pub async fn lines_of(
     db: impl PgExecutor<'_>,
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<OrderLineRow>> {
-    sqlx::query_as(
+    super::query_as(
         "select order_id, line_no, sku, quantity from order_lines
          where order_id = any($1) order by order_id, line_no",
     )
@@ -220,7 +220,7 @@ pub async fn history_of(
     db: impl PgExecutor<'_>,
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {CHANGE_COLUMNS} from order_status_history
          where order_id = any($1) order by order_id, version"
     ))
@@ -235,7 +235,7 @@ pub async fn history_of_customer_since(
     user_id: &str,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {CHANGE_COLUMNS} from order_status_history
          where order_id in (select id from orders where user_id = $1 and updated_at >= $2)
            and at >= $2
@@ -253,7 +253,7 @@ pub async fn history_after(
     order_id: Uuid,
     after_version: i32,
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    sqlx::query_as(&format!(
+    super::query_as(&format!(
         "select {CHANGE_COLUMNS} from order_status_history
          where order_id = $1 and version > $2 order by version"
     ))
@@ -305,7 +305,7 @@ pub async fn write_change(
     }
     let (event_ids, streams, keys, payloads) = super::outbox::columns(change.events);
     let entry = change.entry;
-    let written: Option<Written> = sqlx::query_as(&format!(
+    let written: Option<Written> = super::query_as(&format!(
         "-- The stock, the order and its history entry share the change's time ($6).
          with moved as (
              update inventory_items item

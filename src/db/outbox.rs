@@ -77,7 +77,7 @@ pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sql
         return Ok(());
     }
     let (ids, streams, keys, payloads) = columns(messages);
-    sqlx::query(
+    super::query(
         "insert into outbox (event_id, stream, message_key, payload)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
     )
@@ -93,7 +93,7 @@ pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sql
 /// Wakes the relays of every instance (a NOTIFY in a transaction of its own, which writes
 /// nothing and so holds the notification queue's lock only for a moment).
 pub async fn wake_relays(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("select pg_notify($1, '')")
+    super::query("select pg_notify($1, '')")
         .bind(NOTIFY_CHANNEL)
         .execute(db)
         .await?;
@@ -102,7 +102,7 @@ pub async fn wake_relays(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
 
 /// Takes the relay lock for the caller's transaction; false when another relay holds it.
 pub async fn try_lock_relay(conn: &mut PgConnection) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+    super::query_scalar("select pg_try_advisory_xact_lock($1)")
         .bind(RELAY_LOCK_KEY)
         .fetch_one(conn)
         .await
@@ -110,7 +110,7 @@ pub async fn try_lock_relay(conn: &mut PgConnection) -> sqlx::Result<bool> {
 
 /// The oldest `limit` rows, in the order they were written.
 pub async fn oldest(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
-    sqlx::query_as(
+    super::query_as(
         "select id, stream, message_key, payload::text as payload
          from outbox order by id limit $1",
     )
@@ -120,7 +120,7 @@ pub async fn oldest(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Out
 }
 
 pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("delete from outbox where id = any($1)")
+    super::query("delete from outbox where id = any($1)")
         .bind(ids)
         .execute(conn)
         .await?;
@@ -129,7 +129,7 @@ pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
 
 /// How many events wait, and the age in seconds of the oldest.
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, f64)> {
-    sqlx::query_as(
+    super::query_as(
         "select count(*), coalesce(extract(epoch from now() - min(created_at))::float8, 0)
          from outbox",
     )

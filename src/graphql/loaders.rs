@@ -4,16 +4,16 @@
 use crate::db;
 use crate::db::inventory::InventoryItemRow;
 use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
+use crate::db::Db;
 use async_graphql::dataloader::Loader;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub struct ItemBySku(pub PgPool);
-pub struct LinesByOrder(pub PgPool);
-pub struct HistoryByOrder(pub PgPool);
-pub struct OrderById(pub PgPool);
+pub struct ItemBySku(pub Db);
+pub struct LinesByOrder(pub Db);
+pub struct HistoryByOrder(pub Db);
+pub struct OrderById(pub Db);
 
 impl Loader<String> for ItemBySku {
     type Value = InventoryItemRow;

@@ -12,6 +12,7 @@ pub mod types;
 
 use crate::auth::Viewer;
 use crate::config::ApiLimits;
+use crate::db::Db;
 use crate::error::AppError;
 use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
@@ -20,7 +21,6 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use rate_limit::{MutationRateLimiter, RateLimiter, RequestRateLimiter};
-use sqlx::PgPool;
 use std::sync::Arc;
 
 pub type OmsSchema =
@@ -37,7 +37,7 @@ fn builder(
 
 /// The schema with everything resolvers need.
 pub fn schema(
-    pool: PgPool,
+    pool: Db,
     outbox: OutboxWaker,
     feeds: LiveFeeds,
     metrics: Metrics,

@@ -3,6 +3,7 @@
 
 use super::types::{InventoryItem, Order};
 use super::{mutating_viewer, staff};
+use crate::db::Db;
 use crate::domain::order::RequestedLine;
 use crate::domain::status::OrderStatus;
 use crate::domain::user_error::{UserError, UserErrorCode};
@@ -11,7 +12,6 @@ use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
-use sqlx::PgPool;
 
 pub struct MutationRoot;
 
@@ -90,7 +90,7 @@ impl MutationRoot {
             })
             .collect();
         let result = service::placing::place_order(
-            ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<Db>(),
             ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             lines,
@@ -133,7 +133,7 @@ impl MutationRoot {
             });
         };
         let outcome = service::status_requests::request_status_change(
-            ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<Db>(),
             ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             order_id,
@@ -157,7 +157,7 @@ impl MutationRoot {
     ) -> async_graphql::Result<UpsertInventoryItemPayload> {
         staff(ctx)?;
         let result = service::inventory::upsert_item(
-            ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<Db>(),
             ctx.data_unchecked::<OutboxWaker>(),
             service::inventory::ItemInput {
                 sku: input.sku,

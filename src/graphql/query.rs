@@ -5,12 +5,12 @@ use super::{parse_order_id, viewer};
 use crate::config::ApiLimits;
 use crate::db;
 use crate::db::orders::OrderFilter;
+use crate::db::Db;
 use crate::domain::order::check_sku;
 use crate::domain::status::OrderStatus;
 use crate::error::{AppError, IntoGraphql};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ErrorExtensions, Object, ID};
-use sqlx::PgPool;
 
 pub struct QueryRoot;
 
@@ -58,7 +58,7 @@ impl QueryRoot {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
         let viewer = viewer(ctx)?;
         let id = parse_order_id(&id)?;
-        let order = db::orders::find(ctx.data_unchecked::<PgPool>(), id)
+        let order = db::orders::find(ctx.data_unchecked::<Db>(), id)
             .await
             .gql()?;
         Ok(order
@@ -86,7 +86,7 @@ impl QueryRoot {
             status,
             before_id,
         };
-        let rows = db::orders::list(ctx.data_unchecked::<PgPool>(), &filter, limit as i64 + 1)
+        let rows = db::orders::list(ctx.data_unchecked::<Db>(), &filter, limit as i64 + 1)
             .await
             .gql()?;
         Ok(page(rows, limit, after.is_some(), |row| {
@@ -103,7 +103,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<Option<InventoryItem>> {
         viewer(ctx)?;
         check_sku(&sku).map_err(|problem| AppError::BadUserInput(problem).extend())?;
-        let mut items = db::inventory::find_by_skus(ctx.data_unchecked::<PgPool>(), &[sku])
+        let mut items = db::inventory::find_by_skus(ctx.data_unchecked::<Db>(), &[sku])
             .await
             .gql()?;
         Ok(items.pop().map(InventoryItem))
@@ -123,7 +123,7 @@ impl QueryRoot {
             check_sku(cursor).map_err(|_| bad_cursor(cursor))?;
         }
         let rows = db::inventory::list(
-            ctx.data_unchecked::<PgPool>(),
+            ctx.data_unchecked::<Db>(),
             after.as_deref(),
             limit as i64 + 1,
         )

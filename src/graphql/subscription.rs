@@ -11,12 +11,12 @@ use super::types::{ChangeOutcome, InventoryChange, OrderStatusChange};
 use super::{parse_order_id, viewer};
 use crate::auth::Viewer;
 use crate::db;
+use crate::db::Db;
 use crate::error::{AppError, IntoGraphql};
 use crate::live::{StatusFeed, StockFeed};
 use async_graphql::{Context, ErrorExtensions, Subscription, ID};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,7 +136,7 @@ impl SubscriptionRoot {
         let viewer = viewer(ctx)?.clone();
         let slot = acquire_slot(ctx)?;
         let feed = ctx.data_unchecked::<StatusFeed>().clone();
-        let pool = ctx.data_unchecked::<PgPool>().clone();
+        let pool = ctx.data_unchecked::<Db>().clone();
         let stream = match order_id {
             Some(_) if status.is_some() => Err(AppError::BadUserInput(
                 "status filters the stream of all orders; with orderId every change comes".into(),
@@ -168,7 +168,7 @@ impl SubscriptionRoot {
             );
         }
         if let Some(sku) = &sku {
-            let pool = ctx.data_unchecked::<PgPool>();
+            let pool = ctx.data_unchecked::<Db>();
             if db::inventory::find_by_skus(pool, std::slice::from_ref(sku))
                 .await
                 .gql()?
@@ -209,7 +209,7 @@ fn inventory_changes(feed: StockFeed, only_sku: Option<String>) -> InventoryStre
 }
 
 async fn one_order(
-    pool: PgPool,
+    pool: Db,
     feed: StatusFeed,
     viewer: &Viewer,
     order_id: Uuid,
@@ -278,7 +278,7 @@ async fn one_order(
 const CATCH_UP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 fn every_visible_order(
-    pool: PgPool,
+    pool: Db,
     feed: StatusFeed,
     viewer: Viewer,
     status: Option<crate::domain::status::OrderStatus>,

@@ -4,6 +4,7 @@
 //! balancer's health checks cannot take connections from the API or block a runtime thread,
 //! and an overloaded database cannot make them hang.
 
+use crate::db::Db;
 use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -11,7 +12,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use sqlx::PgPool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ struct Report {
 
 /// What the probe checks.
 pub struct Probe {
-    pub pool: PgPool,
+    pub pool: Db,
     pub producer: crate::kafka::Producer,
     pub metrics: Metrics,
     pub readiness: Readiness,

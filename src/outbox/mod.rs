@@ -15,13 +15,13 @@
 
 use crate::config::KafkaArgs;
 use crate::db;
+use crate::db::Db;
 use crate::domain::events::Stream;
 use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,10 @@ pub enum Round {
 }
 
 pub struct Relay {
-    pool: PgPool,
+    pool: Db,
+    /// Where the relay may `LISTEN` for other instances' wake-ups: a session of its own, so not
+    /// through a transaction-mode pooler. Without one it polls.
+    listen_pool: Option<sqlx::PgPool>,
     producer: crate::kafka::Producer,
     kafka: KafkaArgs,
     batch_size: i64,
@@ -91,7 +94,8 @@ fn breaks_the_producer(error: &KafkaError) -> bool {
 
 impl Relay {
     pub fn new(
-        pool: PgPool,
+        pool: Db,
+        listen_pool: Option<sqlx::PgPool>,
         producer: crate::kafka::Producer,
         kafka: KafkaArgs,
         batch_size: i64,
@@ -100,6 +104,7 @@ impl Relay {
     ) -> Self {
         Relay {
             pool,
+            listen_pool,
             producer,
             kafka,
             batch_size,
@@ -181,7 +186,7 @@ impl Relay {
         let mut backoff = Duration::from_millis(100);
         let mut wake = Wake::Remote;
         while !shutdown.is_cancelled() {
-            if listener.is_none() {
+            if listener.is_none() && self.listen_pool.is_some() {
                 listener = self.listen().await;
             }
             match self.run_once().await {
@@ -246,7 +251,9 @@ impl Relay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        let mut listener = PgListener::connect_with(self.listen_pool.as_ref()?)
+            .await
+            .ok()?;
         listener.listen(db::outbox::NOTIFY_CHANNEL).await.ok()?;
         Some(listener)
     }

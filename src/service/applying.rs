@@ -5,6 +5,7 @@
 use crate::db;
 use crate::db::inventory::{InventoryItemRow, MovedItem};
 use crate::db::orders::{ChangeToWrite, OrderRow};
+use crate::db::Db;
 use crate::domain::events::{
     Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
 };
@@ -12,7 +13,7 @@ use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 pub const INVENTORY_CONSUMER: &str = "inventory";
@@ -63,7 +64,7 @@ impl From<sqlx::Error> for ApplyError {
 /// filled (and then moves no stock). Five round trips: BEGIN, the inbox mark with the order's
 /// lock, the lines with their stock locked, the change, COMMIT.
 pub async fn apply_inventory_check(
-    pool: &PgPool,
+    pool: &Db,
     outbox: &OutboxWaker,
     event_id: Uuid,
     order_id: Uuid,
@@ -121,7 +122,7 @@ pub async fn apply_inventory_check(
 /// Applies a requested change if the order still allows it; restores stock exactly once when a
 /// deducted order is cancelled. A change no longer allowed is announced as refused.
 pub async fn apply_requested_change(
-    pool: &PgPool,
+    pool: &Db,
     outbox: &OutboxWaker,
     event_id: Uuid,
     order_id: Uuid,

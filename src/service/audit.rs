@@ -7,8 +7,8 @@
 //!   gaps, ending at the order's status and version; its stock flag matches its status.
 
 use crate::db;
+use crate::db::Db;
 use crate::domain::status::{ChangeOrigin, OrderStatus};
-use sqlx::PgPool;
 
 /// What `oms check` found.
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct AuditReport {
     pub violations: Vec<String>,
 }
 
-pub async fn audit(pool: &PgPool) -> sqlx::Result<AuditReport> {
+pub async fn audit(pool: &Db) -> sqlx::Result<AuditReport> {
     let mut report = AuditReport::default();
     for balance in db::audit::stock_balances(pool).await? {
         report.skus_checked += 1;

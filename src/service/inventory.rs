@@ -3,12 +3,12 @@
 
 use crate::db;
 use crate::db::inventory::InventoryItemRow;
+use crate::db::Db;
 use crate::domain::events::StockChangeReason;
 use crate::domain::order::validate_inventory_item;
 use crate::domain::user_error::UserError;
 use crate::error::AppError;
 use crate::outbox::OutboxWaker;
-use sqlx::PgPool;
 
 pub struct ItemInput {
     pub sku: String,
@@ -19,7 +19,7 @@ pub struct ItemInput {
 
 /// Creates or updates an item; the change of stock goes to the ledger.
 pub async fn upsert_item(
-    pool: &PgPool,
+    pool: &Db,
     outbox: &OutboxWaker,
     input: ItemInput,
 ) -> Result<Result<InventoryItemRow, Vec<UserError>>, AppError> {

@@ -5,6 +5,7 @@ use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::OrderRow;
 use crate::db::outbox::OutboxMessage;
+use crate::db::Db;
 use crate::domain::events::{Actor, Event, EventBody, EventLine, OrderPlaced};
 use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine};
 use crate::domain::status::OrderStatus;
@@ -12,14 +13,13 @@ use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
 use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// The placed order, or why it was not placed.
 pub type PlaceOrderResult = Result<OrderRow, Vec<UserError>>;
 
 pub async fn place_order(
-    pool: &PgPool,
+    pool: &Db,
     outbox: &OutboxWaker,
     viewer: &Viewer,
     lines: Vec<RequestedLine>,
@@ -100,7 +100,7 @@ pub async fn place_order(
 
 /// A repeated idempotency key: the first order if the lines are the same, a user error if not.
 async fn replay(
-    pool: &PgPool,
+    pool: &Db,
     existing: OrderRow,
     lines: &[RequestedLine],
 ) -> Result<PlaceOrderResult, AppError> {
@@ -128,7 +128,7 @@ async fn replay(
     }
 }
 
-async fn unknown_skus(pool: &PgPool, lines: &[RequestedLine]) -> Result<Vec<UserError>, AppError> {
+async fn unknown_skus(pool: &Db, lines: &[RequestedLine]) -> Result<Vec<UserError>, AppError> {
     let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
     let known = db::inventory::find_by_skus(pool, &skus).await?;
     Ok(lines

@@ -5,6 +5,7 @@
 use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::OrderRow;
+use crate::db::Db;
 use crate::domain::events::{Actor, Event, EventBody, StatusChangeRequested};
 use crate::domain::order::check_reason;
 use crate::domain::permissions::may_request_status;
@@ -12,7 +13,6 @@ use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
 use crate::outbox::OutboxWaker;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 pub struct StatusRequestOutcome {
@@ -34,7 +34,7 @@ impl StatusRequestOutcome {
 }
 
 pub async fn request_status_change(
-    pool: &PgPool,
+    pool: &Db,
     outbox: &OutboxWaker,
     viewer: &Viewer,
     order_id: Uuid,

@@ -10,6 +10,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use oms::auth::{Role, TokenKeys};
 use oms::config::ServeArgs;
+use oms::db::Db;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -33,8 +34,18 @@ struct Cli {
 /// Names shared by instances that run against the same database and broker.
 #[derive(Clone)]
 pub struct Deployment {
+    /// The database, reached directly: the tests' own queries always go here.
     pub database_url: String,
+    /// The same database through a transaction-mode pooler, where oms reaches it that way: set
+    /// by `TEST_POOLED_DATABASE_URL` (`scripts/test`'s pooled run).
+    pub pooled_database_url: Option<String>,
     pub suffix: String,
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let (server, _) = url.rsplit_once('/').expect("the URL has a database name");
+    format!("{server}/{database}")
 }
 
 impl Deployment {
@@ -42,28 +53,29 @@ impl Deployment {
         let base = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let (server, _) = base
-            .rsplit_once('/')
-            .expect("DATABASE_URL has a database name");
+        let database = format!("oms_test_{suffix}");
         Deployment {
-            database_url: format!("{server}/oms_test_{suffix}"),
+            database_url: with_database(&base, &database),
+            pooled_database_url: std::env::var("TEST_POOLED_DATABASE_URL")
+                .ok()
+                .map(|pooled| with_database(&pooled, &database)),
             suffix,
         }
     }
 
     /// Creates and migrates the deployment's database, for tests that call oms's services
     /// directly; pair with [`Deployment::drop_database`].
-    pub async fn migrated_pool(&self) -> PgPool {
+    pub async fn migrated_db(&self) -> Db {
         oms::db::create_database_if_missing(&self.database_url)
             .await
             .unwrap();
         let pool = PgPool::connect(&self.database_url).await.unwrap();
         oms::db::MIGRATOR.run(&pool).await.unwrap();
-        pool
+        Db::direct(pool)
     }
 
-    pub async fn drop_database(self, pool: PgPool) {
-        pool.close().await;
+    pub async fn drop_database(self, db: Db) {
+        db.close().await;
         use sqlx::migrate::MigrateDatabase;
         let _ = sqlx::Postgres::force_drop_database(&self.database_url).await;
     }
@@ -114,10 +126,17 @@ pub fn serve_args(deployment: &Deployment, extra: &[&str]) -> ServeArgs {
 pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let s = &deployment.suffix;
+    let database = match &deployment.pooled_database_url {
+        Some(pooled) => vec![
+            format!("--database-url={pooled}"),
+            "--database-pooler=transaction".to_owned(),
+            format!("--database-direct-url={}", deployment.database_url),
+        ],
+        None => vec![format!("--database-url={}", deployment.database_url)],
+    };
     let defaults = [
         "--listen-addr=127.0.0.1:0".to_owned(),
         format!("--jwt-secret={SECRET}"),
-        format!("--database-url={}", deployment.database_url),
         "--database-max-connections=10".to_owned(),
         format!("--kafka-brokers={brokers}"),
         format!("--kafka-topic-inventory=inventory-{s}"),
@@ -137,6 +156,7 @@ pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
     let overridden: Vec<String> = extra.iter().map(|flag| name(flag)).collect();
     defaults
         .into_iter()
+        .chain(database)
         .filter(|flag| !overridden.contains(&name(flag)))
         .chain(extra.iter().map(|flag| flag.to_string()))
         .collect()
@@ -178,6 +198,11 @@ impl TestApp {
             keys: TokenKeys::new(SECRET.as_bytes()),
             app: None,
         }
+    }
+
+    /// The deployment's database as oms's own functions take it (directly, not pooled).
+    pub fn db(&self) -> Db {
+        Db::direct(self.pool.clone())
     }
 
     pub fn token(&self, user: &str, role: Role) -> String {
@@ -399,7 +424,7 @@ impl TestApp {
 
     /// Fails unless the stored state meets every invariant (`oms check`).
     pub async fn assert_invariants_hold(&self) {
-        let report = oms::service::audit::audit(&self.pool).await.unwrap();
+        let report = oms::service::audit::audit(&self.db()).await.unwrap();
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
     }
 
@@ -637,6 +662,53 @@ pub async fn wait_until_ready(addr: std::net::SocketAddr) {
             "oms at {addr} did not become ready"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// PgBouncer in transaction mode in front of this machine's PostgreSQL, started by
+/// `scripts/pgbouncer.sh` for one test and stopped with it.
+pub struct DedicatedPgBouncer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    _process: tokio::process::Child,
+}
+
+impl DedicatedPgBouncer {
+    pub async fn start() -> DedicatedPgBouncer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("oms-pgbouncer-{port}"));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgbouncer.sh");
+        let process = tokio::process::Command::new(script)
+            .arg(port.to_string())
+            .arg(&dir)
+            // It logs to its file in `dir`, which `log` reads.
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pgbouncer starts (scripts/test installs it)");
+        let address = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return DedicatedPgBouncer {
+                    port,
+                    dir,
+                    _process: process,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pgbouncer did not start on {address}");
+    }
+
+    /// `database` through this PgBouncer.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// What PgBouncer logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
     }
 }
 

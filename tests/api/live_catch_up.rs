@@ -57,7 +57,7 @@ fn pending(order_id: Uuid, customer: &str) -> Event {
 #[tokio::test]
 async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_and_goes_on() {
     let deployment = Deployment::new();
-    let pool = deployment.migrated_pool().await;
+    let pool = deployment.migrated_db().await;
     let outbox = OutboxWaker::default();
     let item = ItemInput {
         sku: "LAMP".into(),

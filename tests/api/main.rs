@@ -18,6 +18,7 @@ mod introspection;
 mod limits;
 mod live_catch_up;
 mod order_flow;
+mod pooler;
 mod properties;
 mod schema;
 mod stale_changes;

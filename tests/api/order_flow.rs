@@ -264,10 +264,10 @@ async fn seeding_the_demo_inventory_twice_creates_it_once_with_its_stock_in_the_
     let app = TestApp::spawn().await;
     let demo = oms::seed::DEMO_ITEMS;
     assert_eq!(
-        oms::seed::seed_demo_inventory(&app.pool).await.unwrap(),
+        oms::seed::seed_demo_inventory(&app.db()).await.unwrap(),
         demo.len()
     );
-    assert_eq!(oms::seed::seed_demo_inventory(&app.pool).await.unwrap(), 0);
+    assert_eq!(oms::seed::seed_demo_inventory(&app.db()).await.unwrap(), 0);
     let (sku, _, quantity, _) = demo[0];
     assert_eq!(app.stock_of(sku).await, i64::from(quantity));
     app.assert_invariants_hold().await;

@@ -5,6 +5,7 @@
 
 use crate::helpers::Deployment;
 use oms::auth::{Role, Viewer};
+use oms::db::Db;
 use oms::domain::events::{Actor, StatusChangeRequested};
 use oms::domain::order::RequestedLine;
 use oms::domain::status::OrderStatus;
@@ -12,7 +13,6 @@ use oms::outbox::OutboxWaker;
 use oms::service::applying::{apply_inventory_check, apply_requested_change, Applied};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use sqlx::PgPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ enum Delivered {
     },
 }
 
-async fn apply(pool: &PgPool, event: &Delivered) -> Applied {
+async fn apply(pool: &Db, event: &Delivered) -> Applied {
     match event {
         Delivered::Placed { event_id, order } => {
             apply_inventory_check(pool, &OutboxWaker::default(), *event_id, *order)
@@ -85,7 +85,7 @@ async fn apply(pool: &PgPool, event: &Delivered) -> Applied {
     }
 }
 
-async fn snapshot(pool: &PgPool) -> Vec<String> {
+async fn snapshot(pool: &Db) -> Vec<String> {
     sqlx::query_scalar(
         "select format('%s %s %s %s', id, status, version, stock_deducted) from orders
          union all select format('%s %s', sku, quantity) from inventory_items
@@ -98,7 +98,7 @@ async fn snapshot(pool: &PgPool) -> Vec<String> {
     .unwrap()
 }
 
-async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
+async fn run(pool: &Db, case: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let skus: Vec<String> = (0..SKUS).map(|i| format!("P{case}-S{i}")).collect();
     for sku in &skus {
         let input = oms::service::inventory::ItemInput {
@@ -232,7 +232,7 @@ async fn run(pool: &PgPool, case: usize, steps: Vec<Step>) -> Result<(), TestCas
 fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_invariants() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let deployment = Deployment::new();
-    let pool = runtime.block_on(deployment.migrated_pool());
+    let pool = runtime.block_on(deployment.migrated_db());
     let cases = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config {
         cases: 40,

@@ -7,6 +7,7 @@ use oms::auth::{Role, Viewer};
 use oms::db;
 use oms::db::inventory::InventoryItemRow;
 use oms::db::orders::{ChangeToWrite, OrderRow};
+use oms::db::Db;
 use oms::domain::events::StockChangeReason;
 use oms::domain::order::RequestedLine;
 use oms::domain::status::OrderStatus;
@@ -14,11 +15,10 @@ use oms::outbox::OutboxWaker;
 use oms::service::applying::apply_inventory_check;
 use oms::service::inventory::{upsert_item, ItemInput};
 use oms::service::placing::place_order;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Counts of what a change writes: ledger rows, history entries, outbox events.
-async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
+async fn written_rows(pool: &Db) -> (i64, i64, i64) {
     sqlx::query_as(
         "select (select count(*) from stock_movements), (select count(*) from order_status_history),
                 (select count(*) from outbox)",
@@ -29,7 +29,7 @@ async fn written_rows(pool: &PgPool) -> (i64, i64, i64) {
 }
 
 /// Staff set the item's stock to `quantity`.
-async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) {
+async fn set_stock(pool: &Db, sku: &str, quantity: i32) {
     let input = ItemInput {
         sku: sku.into(),
         name: sku.into(),
@@ -43,14 +43,14 @@ async fn set_stock(pool: &PgPool, sku: &str, quantity: i32) {
 }
 
 /// The item as it is stored now.
-async fn stored_item(pool: &PgPool, sku: &str) -> InventoryItemRow {
+async fn stored_item(pool: &Db, sku: &str) -> InventoryItemRow {
     db::inventory::find_by_skus(pool, &[sku.to_owned()])
         .await
         .unwrap()
         .remove(0)
 }
 
-async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
+async fn place_pending_order(pool: &Db, sku: &str) -> OrderRow {
     set_stock(pool, sku, 10).await;
     let alice = Viewer {
         user_id: "alice".into(),
@@ -71,7 +71,7 @@ async fn place_pending_order(pool: &PgPool, sku: &str) -> OrderRow {
 /// they were read), in a transaction that is committed only if the change was written, as the
 /// consumers do.
 async fn write_change_over(
-    pool: &PgPool,
+    pool: &Db,
     order: &OrderRow,
     to: OrderStatus,
     stock_moves: &[(&InventoryItemRow, i32)],
@@ -102,7 +102,7 @@ async fn write_change_over(
 #[tokio::test]
 async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing() {
     let deployment = Deployment::new();
-    let pool = deployment.migrated_pool().await;
+    let pool = deployment.migrated_db().await;
     let read = place_pending_order(&pool, "LAMP").await;
     let item = stored_item(&pool, "LAMP").await;
     // Meanwhile the inventory check confirms it (version 2, 2 units deducted).
@@ -125,7 +125,7 @@ async fn a_change_over_an_order_that_moved_on_since_it_was_read_writes_nothing()
 #[tokio::test]
 async fn a_change_over_stock_that_moved_on_since_it_was_locked_writes_nothing() {
     let deployment = Deployment::new();
-    let pool = deployment.migrated_pool().await;
+    let pool = deployment.migrated_db().await;
     let order = place_pending_order(&pool, "RUG").await;
     let read_item = stored_item(&pool, "RUG").await;
     // Staff set the stock after it was read.
