@@ -40,9 +40,32 @@ impl BenchServer {
         let pg_port = std::env::var("PG_PORT").unwrap_or_else(|_| "5432".into());
         let database_url = format!("postgres://postgres@127.0.0.1:{pg_port}/oms_{name}_{suffix}");
         let mut command = tokio::process::Command::new(oms_binary());
+        command.args(["serve", "--dev", "--listen-addr", &addr]);
+        // OMS_BENCH_POOLED_URL (a server URL through PgBouncer in transaction mode): oms reaches
+        // its database through the pooler, with the direct URL for migrations and LISTEN.
+        match std::env::var("OMS_BENCH_POOLED_URL") {
+            Ok(pooled) => {
+                let (server, _) = pooled.rsplit_once('/').expect("a URL with a database");
+                let (_, database) = database_url.rsplit_once('/').unwrap();
+                command
+                    .args(["--database-url", &format!("{server}/{database}")])
+                    .args(["--database-pooler", "transaction"])
+                    .args(["--database-direct-url", &database_url]);
+            }
+            Err(_) => {
+                command.args(["--database-url", &database_url]);
+            }
+        }
         command
-            .args(["serve", "--dev", "--listen-addr", &addr])
-            .args(["--database-url", &database_url])
+            // One address acting as hundreds of people: the per-address and per-user request
+            // and connection limits are for people, not for a load generator.
+            .args([
+                "--max-connections-per-ip=1000000",
+                "--requests-per-second=1000000",
+                "--request-burst=1000000",
+                "--anonymous-requests-per-second=1000000",
+                "--anonymous-request-burst=1000000",
+            ])
             .args(["--kafka-brokers", &brokers()])
             .args(["--kafka-group-prefix", &format!("{name}-{suffix}")]);
         for stream in ["inventory", "orders", "order-status", "stock-levels"] {

@@ -164,6 +164,14 @@ async fn every_other_costly_shape_is_refused_with_a_named_code() {
             "QUERY_TOO_COMPLEX",
         ),
         (
+            "two aliases of a 100-order page with lines and history",
+            "{ a: orders(first: 100) { edges { node { id lines { sku quantity item { name } } history { from to } } } }
+               b: orders(first: 100) { edges { node { id lines { sku quantity item { name } } history { from to } } } } }"
+                .into(),
+            json!({}),
+            "QUERY_TOO_COMPLEX",
+        ),
+        (
             "4,000 aliases",
             aliases(4_000),
             json!({}),
