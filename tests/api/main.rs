@@ -7,6 +7,7 @@ mod cold_start;
 mod concurrency;
 mod connections;
 mod dashboard;
+mod database_tls;
 mod delivery;
 mod faults;
 mod fuzz;
