@@ -203,7 +203,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         (None, true) => None, // Served beside the API.
     };
     if let Some(ops_addr) = ops_addr {
-        let router = http::with_common_layers(http::ops::router(ops));
+        let router = http::with_request_ids(http::ops::router(ops));
         let local = serve(&mut tasks, &shutdown, ops_addr, router).await?;
         tracing::info!(addr = %local, "operator endpoints at http://{local}/healthz, /readyz and /metrics");
         ops_local = Some(local);

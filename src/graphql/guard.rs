@@ -331,12 +331,7 @@ impl<'a> Walker<'a> {
         if let Some(cost) = self.done.get(&(name, mode)) {
             return Ok(*cost);
         }
-        let Some((key, definition)) = self
-            .document
-            .fragments
-            .iter()
-            .find(|(key, _)| key.as_str() == name)
-        else {
+        let Some((key, definition)) = self.document.fragments.get_key_value(name) else {
             return Ok(Cost::default()); // Unknown fragments are a validation error.
         };
         if self.walking.contains(&name) {

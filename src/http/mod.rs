@@ -97,28 +97,38 @@ pub fn router(
     ops: Option<ops::OpsState>,
     cors: tower_http::cors::CorsLayer,
 ) -> Router {
-    let api = Router::new()
-        .route("/", get(playground))
-        .route("/dashboard", get(dashboard))
-        .route("/graphql", get(graphql).post(graphql))
-        .route("/graphql/ws", get(graphql_ws))
-        .with_state(state);
+    let api = with_request_layers(
+        Router::new()
+            .route("/", get(playground))
+            .route("/dashboard", get(dashboard))
+            .route("/graphql", get(graphql).post(graphql))
+            .route("/graphql/ws", get(graphql_ws))
+            .with_state(state),
+    );
+    // The operator endpoints are merged after the request layers, so a load balancer's probes
+    // of an instance that is not ready are not logged as failed requests every second.
     let routes = match ops {
         Some(ops) => api.merge(ops::router(ops)),
         None => api,
     };
-    with_common_layers(routes).layer(cors)
+    with_request_ids(routes).layer(cors)
 }
 
-/// The layers every listener's routes share: the body limit, request ids and tracing.
-pub fn with_common_layers(routes: Router) -> Router {
+/// Every request gets an id (or keeps the caller's `x-request-id`): it is in every log line of
+/// the request and in the response, so a client's report can be found in the logs.
+pub fn with_request_ids(routes: Router) -> Router {
+    routes
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The API's request layers: the body limit and tracing (with the request id).
+fn with_request_layers(routes: Router) -> Router {
     routes
         // GraphQLRequest reads the raw body, so the limit must wrap the body itself.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
-        // Every request gets an id (or keeps the caller's `x-request-id`): it is in every log line
-        // of the request and in the response, so a client's report can be found in the logs.
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
                 let id = request
@@ -130,8 +140,6 @@ pub fn with_common_layers(routes: Router) -> Router {
             }),
         )
         .layer(axum::middleware::map_response(json_for_too_large))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 async fn playground(State(state): State<HttpState>) -> Html<String> {

@@ -75,7 +75,10 @@ async fn verify_full_accepts_the_servers_own_name_and_refuses_another_with_a_cle
     assert!(!refused.status.success());
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(error.contains("invalid peer certificate"), "{error}");
-    assert!(error.contains("not valid for name \"127.0.0.1\""), "{error}");
+    assert!(
+        error.contains("not valid for name \"127.0.0.1\""),
+        "{error}"
+    );
     assert_eq!(
         error.lines().filter(|l| l.starts_with("error:")).count(),
         1,
