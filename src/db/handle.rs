@@ -86,14 +86,6 @@ impl Db {
         Db { pool, pooler }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    pub fn pooler(&self) -> Pooler {
-        self.pooler
-    }
-
     pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
         self.pool.begin().await
     }
