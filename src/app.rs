@@ -180,6 +180,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             keys,
             &args.limits,
             requests,
+            metrics.clone(),
             shutdown.clone(),
             connections.clone(),
         );

@@ -22,7 +22,16 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     pub outbox_oldest_age_seconds: prometheus::Gauge,
     pub live_subscriptions: IntGauge,
+    /// GraphQL requests over HTTP, by operation name (see [`Metrics::record_graphql_request`]),
+    /// kind and outcome.
+    pub graphql_request_seconds: HistogramVec,
+    /// Operation names already given a series of their own.
+    operation_names: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Operation names that get a series of their own; later names are counted as `other`, so a
+/// client cannot grow the metrics without bound.
+const MAX_OPERATION_NAMES: usize = 100;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -88,9 +97,21 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            graphql_request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "graphql_request_seconds",
+                    "GraphQL requests over HTTP: time to answer, by operation name, kind and outcome",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+                &["operation", "kind", "outcome"],
+            )
+            .unwrap(),
+            operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.orders_placed.clone()),
             Box::new(metrics.status_changes.clone()),
             Box::new(metrics.consumer_processing_seconds.clone()),
@@ -101,6 +122,7 @@ impl Metrics {
             Box::new(metrics.outbox_backlog.clone()),
             Box::new(metrics.outbox_oldest_age_seconds.clone()),
             Box::new(metrics.live_subscriptions.clone()),
+            Box::new(metrics.graphql_request_seconds.clone()),
         ];
         for collector in collectors {
             metrics
@@ -109,6 +131,43 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         metrics
+    }
+
+    /// Records one GraphQL request. Unnamed operations count as `anonymous`; names that are not
+    /// GraphQL names, and names past the first [`MAX_OPERATION_NAMES`], as `other`.
+    pub fn record_graphql_request(
+        &self,
+        operation: Option<&str>,
+        kind: &str,
+        outcome: &str,
+        elapsed: std::time::Duration,
+    ) {
+        let operation = match operation {
+            None => "anonymous",
+            Some(name) if self.gives_a_series_to(name) => name,
+            Some(_) => "other",
+        };
+        self.graphql_request_seconds
+            .with_label_values(&[operation, kind, outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn gives_a_series_to(&self, name: &str) -> bool {
+        let is_name = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !is_name {
+            return false;
+        }
+        let mut names = self.operation_names.lock().expect("never poisoned");
+        if names.contains(name) {
+            return true;
+        }
+        if names.len() >= MAX_OPERATION_NAMES {
+            return false;
+        }
+        names.insert(name.to_owned());
+        true
     }
 
     /// The text exposition format.

@@ -3,6 +3,7 @@
 //! `/`, the live dashboard at `/dashboard`, and the operator endpoints (`ops`) unless they have
 //! an address of their own.
 
+pub mod access_log;
 pub mod client;
 pub mod ops;
 
@@ -13,6 +14,7 @@ use crate::graphql::guard::DocumentLimits;
 use crate::graphql::rate_limit::{Caller, RequestRateLimiter, WebSocketClient};
 use crate::graphql::subscription::SubscriptionSlots;
 use crate::graphql::OmsSchema;
+use access_log::GraphqlRequest;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::ws::{close_code, CloseFrame, Message};
@@ -52,6 +54,7 @@ pub struct HttpState {
     /// Tracks WebSocket connections, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
     pub limits: ApiLimits,
+    pub metrics: crate::metrics::Metrics,
     pub document_limits: Arc<DocumentLimits>,
     /// Requests per user, or per address for anonymous callers (shared with the schema, which
     /// counts WebSocket operations).
@@ -68,6 +71,7 @@ impl HttpState {
         keys: TokenKeys,
         limits: &ApiLimits,
         requests: Arc<RequestRateLimiter>,
+        metrics: crate::metrics::Metrics,
         shutdown: CancellationToken,
         connections: TaskTracker,
     ) -> Self {
@@ -79,6 +83,7 @@ impl HttpState {
             shutdown,
             connections,
             limits: limits.clone(),
+            metrics,
             document_limits: Arc::new(DocumentLimits::from_api_limits(limits)),
             requests,
             connections_per_user: Arc::new(ConnectionCounts::new(limits.max_connections_per_user)),
@@ -97,13 +102,18 @@ pub fn router(
     ops: Option<ops::OpsState>,
     cors: tower_http::cors::CorsLayer,
 ) -> Router {
+    let metrics = state.metrics.clone();
     let api = with_request_layers(
         Router::new()
             .route("/", get(playground))
             .route("/dashboard", get(dashboard))
             .route("/graphql", get(graphql).post(graphql))
             .route("/graphql/ws", get(graphql_ws))
-            .with_state(state),
+            .with_state(state)
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                access_log::log_request,
+            )),
     );
     // The operator endpoints are merged after the request layers, so a load balancer's probes
     // of an instance that is not ready are not logged as failed requests every second.
@@ -136,7 +146,7 @@ fn with_request_layers(routes: Router) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, operation = tracing::field::Empty)
             }),
         )
         .layer(axum::middleware::map_response(json_for_too_large))
@@ -207,6 +217,27 @@ async fn graphql(
     headers: HeaderMap,
     request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
 ) -> Response {
+    let mut seen = GraphqlRequest {
+        user: "anonymous".to_owned(),
+        ..Default::default()
+    };
+    let mut response = answer(&state, peer, &method, &headers, request, &mut seen).await;
+    if !response.status().is_success() {
+        seen.errors = seen.errors.max(1);
+    }
+    response.extensions_mut().insert(seen);
+    response
+}
+
+/// The answer to one GraphQL request over HTTP; `seen` gathers what the access log says of it.
+async fn answer(
+    state: &HttpState,
+    peer: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
+    seen: &mut GraphqlRequest,
+) -> Response {
     let request = match request {
         Ok(request) => request,
         Err(rejection) if matches!(rejection.0, async_graphql::ParseRequestError::PayloadTooLarge) => {
@@ -231,7 +262,10 @@ async fn graphql(
             .map_err(|_| crate::auth::AuthError::MalformedHeader)
             .and_then(|value| state.keys.verify_authorization(value));
         match verified {
-            Ok(verified) => viewer = Some(verified),
+            Ok(verified) => {
+                seen.user = verified.user_id.clone();
+                viewer = Some(verified);
+            }
             Err(error) => {
                 return graphql_error(
                     StatusCode::UNAUTHORIZED,
@@ -242,7 +276,7 @@ async fn graphql(
     }
     let caller = match &viewer {
         Some(viewer) => Caller::User(&viewer.user_id),
-        None => Caller::Anonymous(state.client_ip(peer, &headers)),
+        None => Caller::Anonymous(state.client_ip(peer, headers)),
     };
     if let Err(retry_after) = state.requests.check(caller) {
         return rate_limited(retry_after);
@@ -257,7 +291,12 @@ async fn graphql(
         let body = serde_json::json!({ "errors": [{
             "message": refusal.message, "extensions": { "code": refusal.code }
         }]});
+        seen.errors = 1;
         return (StatusCode::OK, Json(body)).into_response();
+    }
+    (seen.operation, seen.kind) = operation_of(&mut request);
+    if let Some(operation) = &seen.operation {
+        tracing::Span::current().record("operation", operation.as_str());
     }
     if method == Method::GET && changes_state(&mut request) {
         return graphql_error(
@@ -272,9 +311,11 @@ async fn graphql(
             "message": "introspection is disabled on this server",
             "extensions": { "code": "INTROSPECTION_DISABLED" }
         }]});
+        seen.errors = 1;
         return (StatusCode::OK, Json(body)).into_response();
     }
     let mut response = state.schema.execute(request).await;
+    seen.errors = response.errors.len();
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -317,6 +358,30 @@ fn label_errors(errors: &mut [async_graphql::ServerError], request_id: &str) {
         if matches!(code.as_str(), "INTERNAL" | "UNAVAILABLE") && !request_id.is_empty() {
             extensions.set("requestId", request_id);
         }
+    }
+}
+
+/// The name and kind of the operation a request runs (the named one, or the only one).
+fn operation_of(request: &mut async_graphql::Request) -> (Option<String>, &'static str) {
+    use async_graphql::parser::types::OperationType;
+    let wanted = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return (wanted, "");
+    };
+    let selected = document
+        .operations
+        .iter()
+        .find(|(name, _)| wanted.is_none() || name.map(|n| n.as_str()) == wanted.as_deref());
+    match selected {
+        Some((name, operation)) => (
+            name.map(|name| name.to_string()),
+            match operation.node.ty {
+                OperationType::Query => "query",
+                OperationType::Mutation => "mutation",
+                OperationType::Subscription => "subscription",
+            },
+        ),
+        None => (wanted, ""),
     }
 }
 

@@ -2,30 +2,12 @@
 //! into the outbox, says in its log and at `/readyz` what it waits for, and delivers everything
 //! once a broker appears; without the database it exits at once with a one-line error.
 
-use crate::helpers::{free_port, serve_flags, DedicatedBroker, Deployment, TestApp};
+use crate::helpers::{
+    free_port, serve_flags, spawn_logged_oms_process, DedicatedBroker, Deployment, TestApp,
+};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// oms as a process with its log captured, pointed at `brokers`.
-fn spawn_logged(
-    deployment: &Deployment,
-    listen: SocketAddr,
-    brokers: &str,
-) -> tokio::process::Child {
-    let listen = format!("--listen-addr={listen}");
-    let brokers = format!("--kafka-brokers={brokers}");
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
-        .arg("serve")
-        .args(serve_flags(deployment, &[&listen, &brokers]))
-        .env("RUST_LOG", "warn,oms=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("oms starts")
-}
 
 #[tokio::test]
 async fn started_without_a_broker_it_serves_takes_orders_and_confirms_them_once_one_appears() {
@@ -34,7 +16,14 @@ async fn started_without_a_broker_it_serves_takes_orders_and_confirms_them_once_
     let broker = format!("127.0.0.1:{broker_port}");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let started = Instant::now();
-    let mut process = spawn_logged(&deployment, addr, &broker);
+    let mut process = spawn_logged_oms_process(
+        &deployment,
+        &[
+            &format!("--listen-addr={addr}"),
+            &format!("--kafka-brokers={broker}"),
+        ],
+        "warn,oms=info",
+    );
 
     // The log's first lines say what oms waits for, and where, within a second or so.
     let mut log = BufReader::new(process.stderr.take().unwrap()).lines();

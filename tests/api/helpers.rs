@@ -649,6 +649,25 @@ pub fn spawn_oms_process(deployment: &Deployment, extra: &[&str]) -> tokio::proc
         .expect("oms starts")
 }
 
+/// Like [`spawn_oms_process`], with the log at `filter` (`RUST_LOG` syntax) piped from stderr as
+/// JSON lines.
+pub fn spawn_logged_oms_process(
+    deployment: &Deployment,
+    extra: &[&str],
+    filter: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .arg("serve")
+        .args(serve_flags(deployment, extra))
+        .env("RUST_LOG", filter)
+        .env("LOG_JSON", "true")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("oms starts")
+}
+
 /// Waits until the oms at `addr` answers `/readyz` with 200.
 pub async fn wait_until_ready(addr: std::net::SocketAddr) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

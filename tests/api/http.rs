@@ -87,14 +87,24 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
         ) {}
     }
 
-    // The decisions may have been read from the history before the relay published them:
-    // scrape until the outbox is empty.
+    // The decisions may have been read from the history before the relay published them, and
+    // the outbox gauges are the probe's latest look (every 2 s): scrape until all 8 events
+    // (FAN stocked, 2 orders x (placed, status), 2 decisions, the confirmed order's deduction)
+    // are published and the probe has seen the outbox empty.
+    let series = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let text = loop {
         let response = app.get("/metrics").await;
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
-        if text.lines().any(|line| line == "oms_outbox_backlog 0") {
+        if series(&text, "oms_outbox_published_total") >= Some(8.0)
+            && series(&text, "oms_outbox_backlog ") == Some(0.0)
+        {
             break text;
         }
         assert!(
@@ -103,12 +113,8 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find(|line| line.starts_with(series))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    let value = |name: &str| -> f64 {
+        series(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
     assert_eq!(value("oms_orders_placed_total"), 2.0);
     assert_eq!(
@@ -212,5 +218,82 @@ async fn readiness_and_metrics_answer_at_once_while_the_database_does_not() {
         assert!(std::time::Instant::now() < deadline, "never ready again");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn every_api_request_gets_an_access_log_line_and_graphql_ones_a_series_by_operation() {
+    use tokio::io::AsyncBufReadExt;
+    let deployment = crate::helpers::Deployment::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::helpers::free_port())
+        .parse()
+        .unwrap();
+    let mut process = crate::helpers::spawn_logged_oms_process(
+        &deployment,
+        &[&format!("--listen-addr={addr}")],
+        "warn,oms::access=info",
+    );
+    let mut log = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+    crate::helpers::wait_until_ready(addr).await;
+    let app = TestApp::attach(addr, deployment).await;
+    let alice = app.customer("alice");
+    app.query(
+        &alice,
+        "query MyOrders { orders { edges { cursor } } }",
+        serde_json::json!({}),
+    )
+    .await;
+    let (status, _) = app
+        .post(
+            None,
+            "{ orders { edges { cursor } } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The named query, with who asked; the anonymous one, with its error.
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    while lines.len() < 2 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), log.next_line())
+            .await
+            .expect("access log lines")
+            .unwrap()
+            .expect("the log goes on");
+        let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if line["target"] == "oms::access" && line["path"] == "/graphql" {
+            lines.push(line);
+        }
+    }
+    let (named, anonymous) = (&lines[0], &lines[1]);
+    assert_eq!(named["level"], "INFO", "{named}");
+    assert_eq!(named["operation"], "MyOrders", "{named}");
+    assert_eq!(named["kind"], "query", "{named}");
+    assert_eq!(named["user"], "alice", "{named}");
+    assert_eq!(named["status"], 200, "{named}");
+    assert_eq!(named["errors"], 0, "{named}");
+    assert!(
+        named["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{named}"
+    );
+    assert!(named["duration_ms"].as_f64().is_some(), "{named}");
+    assert_eq!(anonymous["user"], "anonymous", "{anonymous}");
+    assert_eq!(anonymous["errors"], 1, "{anonymous}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            "oms_graphql_request_seconds_count{kind=\"query\",operation=\"MyOrders\",outcome=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "oms_graphql_request_seconds_count{kind=\"query\",operation=\"anonymous\",outcome=\"error\"} 1"
+        ),
+        "{metrics}"
+    );
+    drop(process);
     app.stop_and_drop_database().await;
 }
