@@ -47,6 +47,14 @@ ensure_postgres() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# stunnel (Debian's package) terminates TLS in front of the local broker in tests/api/kafka_tls.rs.
+ensure_stunnel() {
+  if command -v stunnel >/dev/null 2>&1; then return; fi
+  log "installing stunnel with apt-get (the Kafka TLS test puts it in front of the broker)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 openssl >/dev/null
+}
+
 # PgBouncer (Debian's package) for the pooled test run and tests/api/pooler.rs.
 ensure_pgbouncer() {
   if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then return; fi

@@ -72,11 +72,95 @@ pub struct DatabaseArgs {
     pub database_direct_url: Option<String>,
 }
 
+/// A setting that must never be printed: its `Debug` says `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(value.to_owned()))
+    }
+}
+
+/// How oms talks to the brokers (librdkafka's `security.protocol`).
+#[derive(clap::ValueEnum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            KafkaSecurityProtocol::Plaintext => "plaintext",
+            KafkaSecurityProtocol::Ssl => "ssl",
+            KafkaSecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaSecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// A librdkafka property given as `key=value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaProperty {
+    pub key: String,
+    /// Kept out of `Debug`: it may be a secret (a key, a token).
+    pub value: Secret,
+}
+
+impl std::str::FromStr for KafkaProperty {
+    type Err = String;
+    fn from_str(property: &str) -> Result<Self, Self::Err> {
+        match property.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok(KafkaProperty {
+                key: key.trim().to_owned(),
+                value: Secret(value.to_owned()),
+            }),
+            _ => Err(format!(
+                "a Kafka property is key=value (a librdkafka setting), not {property:?}"
+            )),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+    /// plaintext, ssl (TLS), sasl_plaintext or sasl_ssl (SASL over TLS, as managed Kafka wants).
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = KafkaSecurityProtocol::Plaintext)]
+    pub kafka_security_protocol: KafkaSecurityProtocol,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (never logged).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
+    /// CA certificate file (PEM) to verify the brokers' certificates; the system's CAs otherwise.
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+    /// Any other librdkafka property, key=value, comma separated (or --kafka-property, repeated):
+    /// client certificates, MSK IAM, timeouts. Applied last, so it wins.
+    #[arg(
+        long = "kafka-property",
+        env = "KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub kafka_properties: Vec<KafkaProperty>,
     /// Topic of placed orders waiting for the inventory check.
     #[arg(
         long = "kafka-topic-inventory",
@@ -479,6 +563,26 @@ mod tests {
         }
         let args = std::iter::once("oms").chain(flags.iter().copied());
         <Cli as clap::Parser>::try_parse_from(args).unwrap().serve
+    }
+
+    #[test]
+    fn kafka_properties_are_key_value_pairs_and_secrets_never_print() {
+        let args = serve_args(&[
+            "--kafka-property=ssl.certificate.location=/etc/oms/client.pem",
+            "--kafka-property=sasl.oauthbearer.client.secret=s3cr3t",
+            "--kafka-sasl-password=hunter2",
+        ]);
+        assert_eq!(args.kafka.kafka_properties.len(), 2);
+        assert_eq!(
+            args.kafka.kafka_properties[0].key,
+            "ssl.certificate.location"
+        );
+        let printed = format!("{args:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        let bad = "no-equals-sign".parse::<KafkaProperty>().unwrap_err();
+        assert!(bad.contains("key=value"), "{bad}");
     }
 
     #[test]

@@ -35,6 +35,25 @@ fn base_config(args: &KafkaArgs) -> ClientConfig {
     if !args.kafka_debug.is_empty() {
         config.set("debug", &args.kafka_debug);
     }
+    config.set(
+        "security.protocol",
+        args.kafka_security_protocol.as_librdkafka(),
+    );
+    if let Some(mechanism) = &args.kafka_sasl_mechanism {
+        config.set("sasl.mechanism", mechanism);
+    }
+    if let Some(username) = &args.kafka_sasl_username {
+        config.set("sasl.username", username);
+    }
+    if let Some(password) = &args.kafka_sasl_password {
+        config.set("sasl.password", &password.0);
+    }
+    if let Some(ca) = &args.kafka_ssl_ca_location {
+        config.set("ssl.ca.location", ca);
+    }
+    for property in &args.kafka_properties {
+        config.set(&property.key, &property.value.0);
+    }
     config
 }
 

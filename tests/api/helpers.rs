@@ -762,9 +762,21 @@ impl DedicatedBroker {
 
     /// A broker on `port` (which nothing else may listen on).
     pub async fn start_on(port: u16) -> DedicatedBroker {
+        Self::start_with(port, port).await
+    }
+
+    /// A broker on `port` that tells clients to reach it at `advertised_port` (a proxy in
+    /// front of it).
+    pub async fn start_with(port: u16, advertised_port: u16) -> DedicatedBroker {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let mut process = std::process::Command::new("tansu")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

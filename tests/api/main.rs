@@ -16,6 +16,7 @@ mod hostile_documents;
 mod http;
 mod idempotency;
 mod introspection;
+mod kafka_tls;
 mod limits;
 mod live_catch_up;
 mod order_flow;
