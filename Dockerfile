@@ -1,4 +1,4 @@
-# Builds the oms binary and runs it on a slim Debian.
+# Builds the oms binary and runs it on a slim Debian (librdkafka links OpenSSL for Kafka TLS and SASL).
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
@@ -9,7 +9,7 @@ COPY web-playground web-playground
 RUN cargo build --release --locked --bin oms
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 oms
 COPY --from=build /src/target/release/oms /usr/local/bin/oms
 USER oms
