@@ -54,12 +54,7 @@ async fn verify_full_accepts_the_servers_own_name_and_refuses_another_with_a_cle
     let app = TestApp::spawn().await;
     let certificate = server_certificate(&app).await;
     let deployment = Deployment::new();
-    let database = deployment
-        .database_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let database = deployment.database_name().to_owned();
     let migrate = |host: &str| {
         let url = format!(
             "postgres://postgres@{host}:5432/{database}?sslmode=verify-full&sslrootcert={certificate}"

@@ -63,6 +63,14 @@ impl Deployment {
         }
     }
 
+    /// The database's name.
+    pub fn database_name(&self) -> &str {
+        self.database_url
+            .rsplit('/')
+            .next()
+            .expect("the URL has a database name")
+    }
+
     /// Creates and migrates the deployment's database, for tests that call oms's services
     /// directly; pair with [`Deployment::drop_database`].
     pub async fn migrated_db(&self) -> Db {

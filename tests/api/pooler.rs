@@ -13,12 +13,7 @@ async fn through_pgbouncer_in_transaction_mode_without_a_direct_url_every_sql_pa
     // Migrations need PostgreSQL itself; oms then starts with OMS_MIGRATE=false.
     let db = deployment.migrated_db().await;
     db.close().await;
-    let database = deployment
-        .database_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let database = deployment.database_name().to_owned();
     let pooled = format!("--database-url={}", pgbouncer.url(&database));
     let app = TestApp::spawn_in(
         deployment,
