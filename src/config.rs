@@ -89,12 +89,15 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// How oms talks to the brokers (librdkafka's `security.protocol`).
+/// How oms talks to the brokers (librdkafka's `security.protocol`, spelt as Kafka's clients
+/// spell it, in any case).
 #[derive(clap::ValueEnum, Copy, Clone, Debug, Eq, PartialEq)]
 pub enum KafkaSecurityProtocol {
     Plaintext,
     Ssl,
+    #[value(name = "sasl_plaintext")]
     SaslPlaintext,
+    #[value(name = "sasl_ssl")]
     SaslSsl,
 }
 
@@ -138,7 +141,7 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
     /// plaintext, ssl (TLS), sasl_plaintext or sasl_ssl (SASL over TLS, as managed Kafka wants).
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = KafkaSecurityProtocol::Plaintext)]
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true, default_value_t = KafkaSecurityProtocol::Plaintext)]
     pub kafka_security_protocol: KafkaSecurityProtocol,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
     #[arg(long, env = "KAFKA_SASL_MECHANISM")]
@@ -581,6 +584,14 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("s3cr3t"), "{printed}");
         assert!(printed.contains("<redacted>"), "{printed}");
+        for (spelt, protocol) in [
+            ("SASL_SSL", KafkaSecurityProtocol::SaslSsl),
+            ("sasl_plaintext", KafkaSecurityProtocol::SaslPlaintext),
+            ("ssl", KafkaSecurityProtocol::Ssl),
+        ] {
+            let flag = format!("--kafka-security-protocol={spelt}");
+            assert_eq!(serve_args(&[&flag]).kafka.kafka_security_protocol, protocol);
+        }
         let bad = "no-equals-sign".parse::<KafkaProperty>().unwrap_err();
         assert!(bad.contains("key=value"), "{bad}");
     }
