@@ -39,6 +39,10 @@ fn named_statements() -> bool {
     !UNNAMED_STATEMENTS.load(Ordering::Relaxed)
 }
 
+// oms's SQL is checked at run time, as it always has been (no offline query data in the
+// repository; `tests/` exercises every statement against PostgreSQL). These wrap sqlx's
+// run-time query functions so that every statement is prepared as the pooler setting allows.
+
 /// `sqlx::query`, prepared the way this process's database connection allows.
 pub(crate) fn query(sql: &str) -> Query<'_, Postgres, PgArguments> {
     sqlx::query(sql).persistent(named_statements())
