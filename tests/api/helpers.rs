@@ -714,18 +714,15 @@ impl DedicatedPgBouncer {
             .kill_on_drop(true)
             .spawn()
             .expect("pgbouncer starts (scripts/test installs it)");
-        let address = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&address).await.is_ok() {
-                return DedicatedPgBouncer {
-                    port,
-                    dir,
-                    _process: process,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            listens_within(port, Duration::from_secs(5)).await,
+            "pgbouncer did not start on 127.0.0.1:{port}"
+        );
+        DedicatedPgBouncer {
+            port,
+            dir,
+            _process: process,
         }
-        panic!("pgbouncer did not start on {address}");
     }
 
     /// `database` through this PgBouncer.
@@ -737,6 +734,21 @@ impl DedicatedPgBouncer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
     }
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
+pub async fn listens_within(port: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// A port nobody listens on right now.
@@ -791,11 +803,8 @@ impl DedicatedBroker {
             .spawn()
             .expect("tansu is on PATH (scripts/test installs it)");
         let address = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&address).await.is_ok() {
-                return DedicatedBroker { address, process };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if listens_within(port, Duration::from_secs(10)).await {
+            return DedicatedBroker { address, process };
         }
         let _ = process.kill();
         let _ = process.wait();
