@@ -63,11 +63,25 @@ ensure_pgbouncer() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 }
 
+# tansu's SQLite storage (libsql) keeps SCRAM credentials across a restart, which the SASL test
+# needs; the in-memory store (dynostore) serves everything else.
+TANSU_FEATURES=dynostore,libsql
+
+tansu_has_features() {
+  python3 - "$TANSU_FEATURES" <<'PY' 2>/dev/null
+import json, os, sys
+wanted = set(sys.argv[1].split(","))
+installs = json.load(open(os.path.expanduser("~/.cargo/.crates2.json")))["installs"]
+sys.exit(0 if any(key.startswith("tansu ") and wanted <= set(value["features"])
+                  for key, value in installs.items()) else 1)
+PY
+}
+
 install_tansu_if_missing() {
   export PATH="$HOME/.cargo/bin:$PATH"
-  if ! command -v tansu >/dev/null 2>&1; then
-    log "installing tansu, the Kafka-compatible broker used locally (about 10 minutes, once)"
-    cargo install tansu --locked --features dynostore
+  if ! command -v tansu >/dev/null 2>&1 || ! tansu_has_features; then
+    log "installing tansu, the Kafka-compatible broker used locally (about 15 minutes, once)"
+    cargo install tansu --locked --features "$TANSU_FEATURES"
   fi
 }
 

@@ -65,7 +65,19 @@ impl RunningApp {
 
 /// Starts the components `args` asks for.
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
-    let keys = args.auth.keys()?;
+    let authenticator = args.auth.authenticator()?;
+    if let Some(provider) = authenticator.provider().cloned() {
+        // Fetched now so the first requests need not wait; a provider that cannot be reached
+        // yet is asked again when a token arrives.
+        tokio::spawn(async move {
+            if let Err(error) = provider.prefetch().await {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "the identity provider's signing keys could not be fetched at start-up; they are fetched again when a token arrives"
+                );
+            }
+        });
+    }
     if args.auth.dev_mode {
         tracing::warn!(
             "LOCAL DEVELOPMENT MODE: tokens are signed with a publicly known secret and the \
@@ -168,16 +180,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             args.limits.clone(),
             requests.clone(),
         );
-        let dev_token = args.auth.dev_mode.then(|| {
-            keys.issue(
-                "dev-staff",
-                auth::Role::Staff,
-                Duration::from_secs(7 * 24 * 3600),
-            )
-        });
+        let dev_token = authenticator
+            .signing_keys()
+            .filter(|_| args.auth.dev_mode)
+            .map(|keys| {
+                keys.issue(
+                    "dev-staff",
+                    auth::Role::Staff,
+                    Duration::from_secs(7 * 24 * 3600),
+                )
+            });
         let mut state = HttpState::new(
             schema,
-            keys,
+            authenticator.clone(),
             &args.limits,
             requests,
             metrics.clone(),

@@ -1,7 +1,10 @@
 //! Command line and environment configuration: one clap tree, every flag with an env var; the
 //! doc comments are the `--help` text. `.env.example` lists them all.
 
-use crate::auth::{Role, TokenKeys, DEV_SECRET, MIN_SECRET_LEN};
+use crate::auth::{
+    Authenticator, ClaimMapping, IdentityProvider, ProviderConfig, Role, TokenKeys, DEV_SECRET,
+    MIN_SECRET_LEN,
+};
 use crate::domain::events::Stream;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -284,7 +287,8 @@ impl KafkaArgs {
 
 #[derive(Args, Clone)]
 pub struct AuthArgs {
-    /// HS256 secret for bearer tokens, at least 32 bytes. Required unless --dev.
+    /// HS256 secret for bearer tokens, at least 32 bytes. Required unless --dev or an identity
+    /// provider (JWT_JWKS_URL or JWT_ISSUER) is set.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Local-development mode: a fixed, publicly known JWT secret and a pre-filled staff token
@@ -294,6 +298,39 @@ pub struct AuthArgs {
     /// Seconds a token's `exp` and `nbf` may be off this server's clock (at most 300).
     #[arg(long, env = "JWT_CLOCK_SKEW_SECS", default_value_t = crate::auth::DEFAULT_CLOCK_SKEW_SECS)]
     pub jwt_clock_skew_secs: u64,
+    /// An identity provider's JWKS address: RS256, ES256 (and other public-key) tokens are
+    /// checked against the keys it publishes.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// The identity provider's issuer: the only accepted `iss`. Without JWT_JWKS_URL, its keys
+    /// are found by OIDC discovery at `{issuer}/.well-known/openid-configuration`.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values, comma-separated (required with an identity provider).
+    #[arg(long, env = "JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// The claim that names the user.
+    #[arg(long, env = "JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+    /// The claim that holds the role or roles: a name, or a dotted path into nested objects
+    /// (`realm_access.roles` for Keycloak; `https://example.com/roles` and `cognito:groups`
+    /// are read as one name).
+    #[arg(long, env = "JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+    /// Role values that make the caller staff, comma-separated; any other caller is a customer.
+    #[arg(
+        long,
+        env = "JWT_STAFF_ROLES",
+        value_delimiter = ',',
+        default_value = "staff"
+    )]
+    pub jwt_staff_roles: Vec<String>,
+    /// Least seconds between two fetches of the provider's keys for unknown key ids.
+    #[arg(long, env = "JWT_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwt_jwks_min_refresh_secs: u64,
+    /// Seconds one fetch of the provider's discovery document or keys may take.
+    #[arg(long, env = "JWT_JWKS_TIMEOUT_SECS", default_value_t = 5)]
+    pub jwt_jwks_timeout_secs: u64,
 }
 
 /// Never prints the secret.
@@ -306,13 +343,19 @@ impl std::fmt::Debug for AuthArgs {
             )
             .field("dev_mode", &self.dev_mode)
             .field("jwt_clock_skew_secs", &self.jwt_clock_skew_secs)
-            .finish()
+            .field("jwt_jwks_url", &self.jwt_jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_role_claim", &self.jwt_role_claim)
+            .field("jwt_staff_roles", &self.jwt_staff_roles)
+            .finish_non_exhaustive()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("JWT_SECRET is not set; set it (at least {MIN_SECRET_LEN} bytes) or pass --dev for local development")]
+    #[error("JWT_SECRET is not set; set it (at least {MIN_SECRET_LEN} bytes), configure an identity provider (JWT_JWKS_URL or JWT_ISSUER), or pass --dev for local development")]
     MissingSecret,
     #[error("JWT_SECRET is {0} bytes; it must be at least {MIN_SECRET_LEN}")]
     ShortSecret(usize),
@@ -320,11 +363,59 @@ pub enum ConfigError {
     DevWithSecret,
     #[error("JWT_SECRET is the publicly known development secret; it is accepted only with --dev (OMS_DEV_MODE=true)")]
     PublicDevSecret,
+    #[error("tokens come either from an identity provider (JWT_JWKS_URL or JWT_ISSUER) or from JWT_SECRET (and --dev), not both")]
+    SecretWithProvider,
+    #[error("{0}")]
+    Claims(String),
+    #[error("the identity provider settings are not usable: {0:#}")]
+    Provider(anyhow::Error),
 }
 
 impl AuthArgs {
-    /// The signing keys, refusing to run without a proper secret outside development mode.
+    fn provider_configured(&self) -> bool {
+        self.jwt_jwks_url.is_some() || self.jwt_issuer.is_some()
+    }
+
+    /// How tokens are checked: against an identity provider's keys, or with the HS256 secret
+    /// (refusing to run without a proper one outside development mode).
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        let claims = ClaimMapping::new(
+            &self.jwt_user_claim,
+            &self.jwt_role_claim,
+            self.jwt_staff_roles.clone(),
+        )
+        .map_err(ConfigError::Claims)?;
+        let audience: Vec<String> = self
+            .jwt_audience
+            .iter()
+            .map(|audience| audience.trim().to_owned())
+            .filter(|audience| !audience.is_empty())
+            .collect();
+        let authenticator = if self.provider_configured() {
+            if self.jwt_secret.is_some() || self.dev_mode {
+                return Err(ConfigError::SecretWithProvider);
+            }
+            let provider = IdentityProvider::new(ProviderConfig {
+                jwks_url: self.jwt_jwks_url.clone(),
+                issuer: self.jwt_issuer.clone(),
+                audience,
+                min_refresh: Duration::from_secs(self.jwt_jwks_min_refresh_secs),
+                fetch_timeout: Duration::from_secs(self.jwt_jwks_timeout_secs.max(1)),
+                clock_skew_secs: self.jwt_clock_skew_secs,
+            })
+            .map_err(ConfigError::Provider)?;
+            Authenticator::with_provider(provider)
+        } else {
+            Authenticator::with_secret(self.keys()?.with_audience(&audience))
+        };
+        Ok(authenticator.with_claims(claims))
+    }
+
+    /// The HS256 signing keys, refusing to run without a proper secret outside development mode.
     pub fn keys(&self) -> Result<TokenKeys, ConfigError> {
+        if self.provider_configured() {
+            return Err(ConfigError::SecretWithProvider);
+        }
         let secret = match (&self.jwt_secret, self.dev_mode) {
             (Some(_), true) => return Err(ConfigError::DevWithSecret),
             (None, true) => DEV_SECRET,
@@ -528,11 +619,28 @@ pub struct TokenArgs {
 mod tests {
     use super::*;
 
+    /// Settings of one group parsed from command-line `flags`.
+    fn parse<T: Args>(flags: &[&str]) -> T {
+        #[derive(clap::Parser)]
+        struct Cli<T: Args> {
+            #[command(flatten)]
+            settings: T,
+        }
+        let args = std::iter::once("oms").chain(flags.iter().copied());
+        <Cli<T> as clap::Parser>::try_parse_from(args)
+            .unwrap()
+            .settings
+    }
+
+    fn auth_from(flags: &[&str]) -> AuthArgs {
+        parse(flags)
+    }
+
     fn auth(secret: Option<&str>, dev_mode: bool) -> AuthArgs {
         AuthArgs {
             jwt_secret: secret.map(str::to_owned),
             dev_mode,
-            jwt_clock_skew_secs: 5,
+            ..auth_from(&[])
         }
     }
 
@@ -558,14 +666,44 @@ mod tests {
         assert!(auth(None, true).keys().is_ok());
     }
 
+    #[test]
+    fn an_identity_provider_needs_an_audience_and_excludes_the_shared_secret() {
+        let provider = |extra: &[&str]| {
+            let mut flags = vec!["--jwt-issuer=https://id.example.com/"];
+            flags.extend_from_slice(extra);
+            auth_from(&flags).authenticator()
+        };
+        let without_audience = provider(&[]).err().unwrap().to_string();
+        assert!(
+            without_audience.contains("JWT_AUDIENCE is required"),
+            "{without_audience}"
+        );
+        assert!(matches!(
+            provider(&[
+                "--jwt-audience=oms",
+                "--jwt-secret=0123456789abcdef0123456789abcdef"
+            ]),
+            Err(ConfigError::SecretWithProvider)
+        ));
+        assert!(matches!(
+            provider(&["--jwt-audience=oms", "--dev"]),
+            Err(ConfigError::SecretWithProvider)
+        ));
+        assert!(matches!(
+            provider(&["--jwt-audience=oms", "--jwt-staff-roles= "]),
+            Err(ConfigError::Claims(_))
+        ));
+        let configured = provider(&[
+            "--jwt-audience=oms,,api",
+            "--jwt-role-claim=realm_access.roles",
+        ])
+        .unwrap();
+        assert!(configured.provider().is_some());
+        assert!(configured.signing_keys().is_none());
+    }
+
     fn serve_args(flags: &[&str]) -> ServeArgs {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
-        let args = std::iter::once("oms").chain(flags.iter().copied());
-        <Cli as clap::Parser>::try_parse_from(args).unwrap().serve
+        parse(flags)
     }
 
     #[test]

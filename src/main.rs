@@ -6,8 +6,10 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    oms::telemetry::init(&cli.telemetry);
-    match run(cli.command).await {
+    let telemetry = oms::telemetry::init(&cli.telemetry);
+    let outcome = run(cli.command).await;
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // The whole cause chain, on one line, without a backtrace.
@@ -45,6 +47,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(created, "demo inventory seeded");
         }
         Command::Token(args) => {
+            let provider = args.auth.jwt_jwks_url.is_some() || args.auth.jwt_issuer.is_some();
+            anyhow::ensure!(
+                !provider,
+                "with an identity provider configured, tokens come from the provider; `oms token` signs only HS256 tokens"
+            );
             let keys = if args.auth.jwt_secret.is_none() && !args.auth.dev_mode {
                 eprintln!("note: JWT_SECRET is not set; signing with the development secret (oms serve --dev)");
                 oms::auth::TokenKeys::new(oms::auth::DEV_SECRET.as_bytes())

@@ -62,7 +62,7 @@ pub async fn insert_placed(
 ) -> sqlx::Result<OrderRow> {
     let (skus, quantities): (Vec<&str>, Vec<i32>) =
         lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
-    let (event_ids, streams, keys, payloads) = super::outbox::columns(events);
+    let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(events);
     super::query_as(&format!(
         "-- The order and its first history entry share status ($9), version ($7) and time ($4).
          with placed as (
@@ -79,8 +79,9 @@ pub async fn insert_placed(
                  (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
              values ($1, $7, $8, $9, $10, $11, $12, $4)
          ), events as (
-             insert into outbox (event_id, stream, message_key, payload)
-             select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[])
+             insert into outbox (event_id, stream, message_key, payload, traceparent)
+             select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[],
+                                  $17::text[])
          )
          select * from placed"
     ))
@@ -100,6 +101,7 @@ pub async fn insert_placed(
     .bind(streams)
     .bind(keys)
     .bind(payloads)
+    .bind(traceparents)
     .fetch_one(db)
     .await
 }
@@ -303,7 +305,7 @@ pub async fn write_change(
         deltas.push(*delta);
         item_versions.push(item.version);
     }
-    let (event_ids, streams, keys, payloads) = super::outbox::columns(change.events);
+    let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(change.events);
     let entry = change.entry;
     let written: Option<Written> = super::query_as(&format!(
         "-- The stock, the order and its history entry share the change's time ($6).
@@ -328,8 +330,9 @@ pub async fn write_change(
                  (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
              select id, version, $11, status, $12, $13, $14, updated_at from changed
          ), events as (
-             insert into outbox (event_id, stream, message_key, payload)
-             select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[])
+             insert into outbox (event_id, stream, message_key, payload, traceparent)
+             select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[],
+                                  $19::text[])
          )
          select changed.*, (select count(*) from moved) as items_moved from changed"
     ))
@@ -351,6 +354,7 @@ pub async fn write_change(
     .bind(streams)
     .bind(keys)
     .bind(payloads)
+    .bind(traceparents)
     .fetch_optional(&mut **tx)
     .await?;
     match written {

@@ -18,6 +18,8 @@ pub struct OutboxRow {
     pub stream: String,
     pub message_key: String,
     pub payload: String,
+    /// The W3C traceparent of the span that wrote the event, when traces are on.
+    pub traceparent: Option<String>,
 }
 
 /// One event as the outbox stores it: where it goes, its message key and its JSON.
@@ -26,6 +28,8 @@ pub struct OutboxMessage {
     pub stream: Stream,
     pub key: String,
     pub payload: serde_json::Value,
+    /// The span writing the event (`crate::telemetry::current_traceparent`).
+    pub traceparent: Option<String>,
 }
 
 impl From<&Event> for OutboxMessage {
@@ -36,6 +40,7 @@ impl From<&Event> for OutboxMessage {
             stream: event.body.stream(),
             key: event.order_id.to_string(),
             payload: serde_json::to_value(event).expect("events serialise to JSON"),
+            traceparent: crate::telemetry::current_traceparent(),
         }
     }
 }
@@ -48,26 +53,35 @@ impl From<&StockLevelChanged> for OutboxMessage {
             stream: Stream::StockLevels,
             key: event.sku.clone(),
             payload: serde_json::to_value(event).expect("events serialise to JSON"),
+            traceparent: crate::telemetry::current_traceparent(),
         }
     }
 }
 
 /// The outbox columns of `messages`, as arrays for `unnest($1::uuid[], $2::text[], $3::text[],
-/// $4::jsonb[])`.
-pub(super) fn columns(
-    messages: &[OutboxMessage],
-) -> (Vec<Uuid>, Vec<&str>, Vec<&str>, Vec<&serde_json::Value>) {
+/// $4::jsonb[], $5::text[])`.
+pub(super) type Columns<'a> = (
+    Vec<Uuid>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a serde_json::Value>,
+    Vec<Option<&'a str>>,
+);
+
+pub(super) fn columns(messages: &[OutboxMessage]) -> Columns<'_> {
     let mut ids = Vec::with_capacity(messages.len());
     let mut streams = Vec::with_capacity(messages.len());
     let mut keys = Vec::with_capacity(messages.len());
     let mut payloads = Vec::with_capacity(messages.len());
+    let mut traceparents = Vec::with_capacity(messages.len());
     for message in messages {
         ids.push(message.event_id);
         streams.push(message.stream.as_str());
         keys.push(message.key.as_str());
         payloads.push(&message.payload);
+        traceparents.push(message.traceparent.as_deref());
     }
-    (ids, streams, keys, payloads)
+    (ids, streams, keys, payloads, traceparents)
 }
 
 /// Queues events: in one statement, so atomic even on the pool; in a transaction, with the rest
@@ -76,15 +90,16 @@ pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sql
     if messages.is_empty() {
         return Ok(());
     }
-    let (ids, streams, keys, payloads) = columns(messages);
+    let (ids, streams, keys, payloads, traceparents) = columns(messages);
     super::query(
-        "insert into outbox (event_id, stream, message_key, payload)
-         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
+        "insert into outbox (event_id, stream, message_key, payload, traceparent)
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])",
     )
     .bind(ids)
     .bind(streams)
     .bind(keys)
     .bind(payloads)
+    .bind(traceparents)
     .execute(db)
     .await?;
     Ok(())
@@ -111,7 +126,7 @@ pub async fn try_lock_relay(conn: &mut PgConnection) -> sqlx::Result<bool> {
 /// The oldest `limit` rows, in the order they were written.
 pub async fn oldest(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
     super::query_as(
-        "select id, stream, message_key, payload::text as payload
+        "select id, stream, message_key, payload::text as payload, traceparent
          from outbox order by id limit $1",
     )
     .bind(limit)

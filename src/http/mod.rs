@@ -7,7 +7,7 @@ pub mod access_log;
 pub mod client;
 pub mod ops;
 
-use crate::auth::{TokenKeys, Viewer};
+use crate::auth::{Authenticator, Viewer};
 use crate::config::ApiLimits;
 use crate::error::AppError;
 use crate::graphql::guard::DocumentLimits;
@@ -43,7 +43,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     pub schema: OmsSchema,
-    pub keys: TokenKeys,
+    pub authenticator: Authenticator,
     /// Headers the playground starts with (a staff token in development mode).
     pub playground_headers: Arc<String>,
     /// The token the dashboard's sign-in form starts with (a staff token in development mode,
@@ -68,7 +68,7 @@ pub struct HttpState {
 impl HttpState {
     pub fn new(
         schema: OmsSchema,
-        keys: TokenKeys,
+        authenticator: Authenticator,
         limits: &ApiLimits,
         requests: Arc<RequestRateLimiter>,
         metrics: crate::metrics::Metrics,
@@ -77,7 +77,7 @@ impl HttpState {
     ) -> Self {
         HttpState {
             schema,
-            keys,
+            authenticator,
             playground_headers: Arc::new("{}".to_owned()),
             dashboard_token: Arc::new(String::new()),
             shutdown,
@@ -146,7 +146,12 @@ fn with_request_layers(routes: Router) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, operation = tracing::field::Empty)
+                let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, operation = tracing::field::Empty, otel.kind = "server");
+                // A client that traces (OpenTelemetry in the browser) makes this request part
+                // of its trace.
+                let traceparent = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+                crate::telemetry::continue_trace(&span, traceparent);
+                span
             }),
         )
         .layer(axum::middleware::map_response(json_for_too_large))
@@ -257,10 +262,10 @@ async fn answer(
     let mut request = request.into_inner();
     let mut viewer = None;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let verified = value
-            .to_str()
-            .map_err(|_| crate::auth::AuthError::MalformedHeader)
-            .and_then(|value| state.keys.verify_authorization(value));
+        let verified = match value.to_str() {
+            Ok(value) => state.authenticator.verify_authorization(value).await,
+            Err(_) => Err(crate::auth::AuthError::MalformedHeader),
+        };
         match verified {
             Ok(verified) => {
                 seen.user = verified.user_id.clone();
@@ -488,7 +493,7 @@ async fn serve_websocket(
                     init_state.limits.max_subscriptions_per_connection,
                 ));
                 data.insert(WebSocketClient { ip });
-                let viewer = viewer_from_init_payload(&init_state.keys, &payload)?;
+                let viewer = viewer_from_init_payload(&init_state.authenticator, &payload).await?;
                 if let Some(viewer) = &viewer {
                     let slot = init_state
                         .connections_per_user
@@ -611,8 +616,8 @@ const AUTH_REFUSED: &str = "authentication failed";
 /// Reads `{"Authorization": "Bearer ..."}` (any case; also under `headers`) from a WebSocket
 /// `connection_init` payload. No token: an anonymous connection. A bad token: the connection
 /// is refused.
-fn viewer_from_init_payload(
-    keys: &TokenKeys,
+async fn viewer_from_init_payload(
+    authenticator: &Authenticator,
     payload: &serde_json::Value,
 ) -> async_graphql::Result<Option<Viewer>> {
     let find = |object: &serde_json::Value| {
@@ -625,8 +630,9 @@ fn viewer_from_init_payload(
     let value = find(payload).or_else(|| payload.get("headers").and_then(find));
     match value {
         None => Ok(None),
-        Some(serde_json::Value::String(value)) => keys
+        Some(serde_json::Value::String(value)) => authenticator
             .verify_authorization(&value)
+            .await
             .map(Some)
             .map_err(|error| async_graphql::Error::new(format!("{AUTH_REFUSED}: {error}"))),
         Some(_) => Err(async_graphql::Error::new(format!(

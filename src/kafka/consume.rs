@@ -189,7 +189,9 @@ impl<H: Handler> ConsumerLoop<H> {
             offset = message.offset(),
             order_id = tracing::field::Empty,
             event_id = tracing::field::Empty,
+            otel.kind = "consumer",
         );
+        crate::telemetry::continue_trace(&span, crate::kafka::traceparent_of(message));
         let started = std::time::Instant::now();
         async {
             let verdict = match decode(message.payload()) {

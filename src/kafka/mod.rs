@@ -98,6 +98,27 @@ impl ClientContext for KafkaLogs {
     }
 }
 
+/// The W3C `traceparent` a message carries in its headers, if any.
+pub fn traceparent_of<M: rdkafka::Message>(message: &M) -> Option<&str> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == crate::telemetry::TRACEPARENT)?
+        .value
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+/// Headers carrying `traceparent`, for a message that continues that trace.
+pub fn trace_headers(traceparent: Option<&str>) -> Option<rdkafka::message::OwnedHeaders> {
+    traceparent.map(|traceparent| {
+        rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: crate::telemetry::TRACEPARENT,
+            value: Some(traceparent.as_bytes()),
+        })
+    })
+}
+
 /// oms's producers.
 pub type Producer = FutureProducer<KafkaLogs>;
 

@@ -274,6 +274,17 @@ impl LiveReader {
     }
 
     fn publish(&self, message: &BorrowedMessage<'_>) {
+        let span = tracing::info_span!(
+            "push to subscribers",
+            otel.kind = "consumer",
+            topic = message.topic(),
+            offset = message.offset(),
+        );
+        crate::telemetry::continue_trace(&span, crate::kafka::traceparent_of(message));
+        span.in_scope(|| self.push(message));
+    }
+
+    fn push(&self, message: &BorrowedMessage<'_>) {
         let topic = message.topic();
         tracing::trace!(topic, offset = message.offset(), "live event read");
         let undecodable = if topic == self.status_topic {

@@ -130,9 +130,21 @@ impl Relay {
             let stream = Stream::parse(&row.stream).with_context(|| {
                 format!("outbox row {} names unknown stream {}", row.id, row.stream)
             })?;
-            let record = FutureRecord::to(self.kafka.topic(stream))
+            // The trace of the change that wrote the event continues in the message's headers.
+            let span = tracing::info_span!(
+                "outbox publish",
+                otel.kind = "producer",
+                stream = %row.stream,
+                message_key = %row.message_key,
+            );
+            crate::telemetry::continue_trace(&span, row.traceparent.as_deref());
+            let traceparent = span.in_scope(crate::telemetry::current_traceparent);
+            let mut record = FutureRecord::to(self.kafka.topic(stream))
                 .key(&row.message_key)
                 .payload(&row.payload);
+            if let Some(headers) = crate::kafka::trace_headers(traceparent.as_deref()) {
+                record = record.headers(headers);
+            }
             let delivery = self
                 .producer
                 .send_result(record)

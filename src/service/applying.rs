@@ -63,6 +63,7 @@ impl From<sqlx::Error> for ApplyError {
 /// Deducts a PENDING order's stock and confirms it, or rejects it naming each line that cannot be
 /// filled (and then moves no stock). Five round trips: BEGIN, the inbox mark with the order's
 /// lock, the lines with their stock locked, the change, COMMIT.
+#[tracing::instrument(name = "inventory check", skip_all, fields(%order_id))]
 pub async fn apply_inventory_check(
     pool: &Db,
     outbox: &OutboxWaker,
@@ -121,6 +122,7 @@ pub async fn apply_inventory_check(
 
 /// Applies a requested change if the order still allows it; restores stock exactly once when a
 /// deducted order is cancelled. A change no longer allowed is announced as refused.
+#[tracing::instrument(name = "apply status change", skip_all, fields(%order_id))]
 pub async fn apply_requested_change(
     pool: &Db,
     outbox: &OutboxWaker,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 /// The placed order, or why it was not placed.
 pub type PlaceOrderResult = Result<OrderRow, Vec<UserError>>;
 
+#[tracing::instrument(name = "place order", skip_all, fields(user_id = %viewer.user_id))]
 pub async fn place_order(
     pool: &Db,
     outbox: &OutboxWaker,

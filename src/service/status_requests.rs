@@ -33,6 +33,7 @@ impl StatusRequestOutcome {
     }
 }
 
+#[tracing::instrument(name = "request status change", skip_all, fields(%order_id))]
 pub async fn request_status_change(
     pool: &Db,
     outbox: &OutboxWaker,

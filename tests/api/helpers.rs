@@ -161,7 +161,14 @@ pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
         "--jwt-clock-skew-secs=0".to_owned(),
     ];
     let name = |flag: &str| flag.split('=').next().unwrap_or_default().to_owned();
-    let overridden: Vec<String> = extra.iter().map(|flag| name(flag)).collect();
+    let mut overridden: Vec<String> = extra.iter().map(|flag| name(flag)).collect();
+    // Tokens from an identity provider replace the shared secret.
+    if overridden
+        .iter()
+        .any(|flag| flag == "--jwt-issuer" || flag == "--jwt-jwks-url")
+    {
+        overridden.push("--jwt-secret".to_owned());
+    }
     defaults
         .into_iter()
         .chain(database)
@@ -645,6 +652,15 @@ impl Subscription {
 /// Starts the built `oms serve` binary of `deployment` as a process of its own: for tests that
 /// signal it, or whose requests could stall a server sharing the test's runtime.
 pub fn spawn_oms_process(deployment: &Deployment, extra: &[&str]) -> tokio::process::Child {
+    spawn_oms_process_with_env(deployment, extra, &[])
+}
+
+/// Like [`spawn_oms_process`], with extra environment variables.
+pub fn spawn_oms_process_with_env(
+    deployment: &Deployment,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
         .arg("serve")
         .args(serve_flags(deployment, extra))
@@ -652,6 +668,7 @@ pub fn spawn_oms_process(deployment: &Deployment, extra: &[&str]) -> tokio::proc
             "RUST_LOG",
             std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .expect("oms starts")
@@ -751,6 +768,22 @@ pub async fn listens_within(port: u16, timeout: Duration) -> bool {
     true
 }
 
+/// Serves `router` on 127.0.0.1:`port` (0: any free port) until the returned task is aborted:
+/// the small servers tests run themselves (an identity provider, an OTLP receiver).
+pub async fn serve_locally(
+    port: u16,
+    router: axum::Router,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port is free");
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (addr, server)
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -788,18 +821,50 @@ impl DedicatedBroker {
     /// A broker on `port` that tells clients to reach it at `advertised_port` (a proxy in
     /// front of it).
     pub async fn start_with(port: u16, advertised_port: u16) -> DedicatedBroker {
+        Self::launch(port, advertised_port, "memory://tansu/", &[], None).await
+    }
+
+    /// A broker keeping its data in SQLite under `dir`, so that what it stores (SCRAM
+    /// credentials among it) outlives a restart; with `authentication`, every client must sign
+    /// in with SASL.
+    pub async fn start_stored(
+        dir: &std::path::Path,
+        port: u16,
+        authentication: bool,
+    ) -> DedicatedBroker {
+        let flags: &[&str] = if authentication {
+            &["--authentication"]
+        } else {
+            &[]
+        };
+        Self::launch(port, port, "sqlite://tansu.db", flags, Some(dir)).await
+    }
+
+    async fn launch(
+        port: u16,
+        advertised_port: u16,
+        storage: &str,
+        flags: &[&str],
+        dir: Option<&std::path::Path>,
+    ) -> DedicatedBroker {
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{advertised_port}");
-        let mut process = std::process::Command::new("tansu")
+        let mut command = std::process::Command::new("tansu");
+        command
             .args([
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
+            .args(flags)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut process = command
             .spawn()
             .expect("tansu is on PATH (scripts/test installs it)");
         let address = format!("127.0.0.1:{port}");
