@@ -137,6 +137,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                     pool: pool.clone(),
                     outbox: outbox.clone(),
                     metrics: metrics.clone(),
+                    max_batch: args.kafka.inventory_batch_max.max(1),
                 },
                 OrdersHandler {
                     pool: pool.clone(),

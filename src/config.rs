@@ -231,6 +231,15 @@ pub struct KafkaArgs {
         env = "KAFKA_CONSUMER_CONCURRENCY"
     )]
     pub consumer_concurrency: Option<usize>,
+    /// Most placed orders the inventory consumer checks in one transaction, from what is already
+    /// waiting (a batch never waits to fill: one order waiting is checked alone). 1: one
+    /// transaction per order.
+    #[arg(
+        long = "inventory-batch-max",
+        env = "OMS_INVENTORY_BATCH_MAX",
+        default_value_t = 64
+    )]
+    pub inventory_batch_max: usize,
     /// Most messages the producer packs into one record batch. Apache Kafka: leave the default.
     /// tansu (local runs and tests) needs 1: a consumer resuming at an offset inside a
     /// multi-record batch is sent only the batches after it, so the rest of that batch is lost.

@@ -15,6 +15,7 @@ pub struct Metrics {
     /// Applied status changes by the status reached (confirmed, rejected, cancelled, ...).
     pub status_changes: IntCounterVec,
     pub consumer_processing_seconds: HistogramVec,
+    pub consumer_batch_events: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
@@ -97,6 +98,15 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            consumer_batch_events: HistogramVec::new(
+                HistogramOpts::new(
+                    "consumer_batch_events",
+                    "Events a consumer took together, by topic (1: applied alone)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                &["topic"],
+            )
+            .unwrap(),
             graphql_request_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "graphql_request_seconds",
@@ -111,7 +121,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(metrics.consumer_batch_events.clone()),
             Box::new(metrics.orders_placed.clone()),
             Box::new(metrics.status_changes.clone()),
             Box::new(metrics.consumer_processing_seconds.clone()),

@@ -6,12 +6,14 @@ use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
-use crate::service::applying::apply_inventory_check;
+use crate::service::applying::{apply_inventory_check, apply_inventory_checks};
 
 pub struct InventoryHandler {
     pub pool: Db,
     pub outbox: OutboxWaker,
     pub metrics: Metrics,
+    /// Most placed orders checked in one transaction.
+    pub max_batch: usize,
 }
 
 impl Handler for InventoryHandler {
@@ -24,10 +26,32 @@ impl Handler for InventoryHandler {
                 record_outcome(&self.metrics, &applied);
                 Ok(())
             }
-            other => Err(HandleError::Poison(format!(
-                "{} does not belong on the inventory topic",
-                other.type_name()
-            ))),
+            other => Err(misplaced(&other)),
         }
     }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), HandleError> {
+        let mut checks = Vec::with_capacity(events.len());
+        for event in events {
+            match &event.body {
+                EventBody::OrderPlaced(_) => checks.push((event.event_id, event.order_id)),
+                other => return Err(misplaced(other)),
+            }
+        }
+        for applied in apply_inventory_checks(&self.pool, &self.outbox, &checks).await? {
+            record_outcome(&self.metrics, &applied);
+        }
+        Ok(())
+    }
+}
+
+fn misplaced(body: &EventBody) -> HandleError {
+    HandleError::Poison(format!(
+        "{} does not belong on the inventory topic",
+        body.type_name()
+    ))
 }

@@ -105,32 +105,46 @@ pub async fn lock_stock_of_order(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> sqlx::Result<Vec<LineStock>> {
+    Ok(lock_stock_of_orders(conn, &[order_id])
+        .await?
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect())
+}
+
+/// The lines of several orders, by order then line, each with its stock item; the union of
+/// their items locked once, in the same global order as [`lock_stock_of_order`].
+pub async fn lock_stock_of_orders(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, LineStock)>> {
     let rows = super::query(&format!(
         "with lines as (
-             select line_no, sku, quantity from order_lines where order_id = $1
+             select order_id, line_no, sku, quantity from order_lines where order_id = any($1)
          ), locked as (
              select {ITEM_COLUMNS} from inventory_items
              where sku in (select sku from lines)
              order by id
              for no key update
          )
-         select lines.sku as line_sku, lines.quantity as requested, locked.*
+         select lines.order_id, lines.sku as line_sku, lines.quantity as requested, locked.*
          from lines left join locked on locked.sku = lines.sku
-         order by lines.line_no"
+         order by lines.order_id, lines.line_no"
     ))
-    .bind(order_id)
+    .bind(order_ids)
     .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| {
             let in_stock = row.try_get::<Option<i64>, _>("id")?.is_some();
-            Ok(LineStock {
+            let line = LineStock {
                 sku: row.try_get("line_sku")?,
                 requested: row.try_get("requested")?,
                 item: in_stock
                     .then(|| InventoryItemRow::from_row(row))
                     .transpose()?,
-            })
+            };
+            Ok((row.try_get("order_id")?, line))
         })
         .collect()
 }

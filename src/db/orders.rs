@@ -44,6 +44,15 @@ pub struct StatusChangeRow {
 const ORDER_COLUMNS: &str = "id, user_id, status, rejection_reason, version, stock_deducted, \
                              idempotency_key, created_at, updated_at";
 
+/// [`ORDER_COLUMNS`] of the table aliased `alias`.
+fn order_columns_of(alias: &str) -> String {
+    ORDER_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub const IDEMPOTENCY_CONSTRAINT: &str = "orders_user_idempotency_key";
 
 /// The foreign key of an order line's SKU: violated when a line names an unknown SKU.
@@ -154,6 +163,46 @@ pub async fn lock_for_event(
     .bind(event_id)
     .bind(order_id)
     .fetch_optional(conn)
+    .await
+}
+
+/// An event of a batch with its order, as [`lock_for_events`] found them.
+#[derive(sqlx::FromRow, Debug)]
+pub struct BatchOrderForEvent {
+    pub event_id: Uuid,
+    #[sqlx(flatten)]
+    pub locked: OrderForEvent,
+}
+
+/// [`lock_for_event`] for a batch of `(event_id, order_id)` pairs, in one round trip: the
+/// orders are locked in one global order (by id). An event whose order does not exist is
+/// missing from the result.
+pub async fn lock_for_events(
+    conn: &mut PgConnection,
+    consumer: &str,
+    events: &[(Uuid, Uuid)],
+) -> sqlx::Result<Vec<BatchOrderForEvent>> {
+    let (event_ids, order_ids): (Vec<Uuid>, Vec<Uuid>) = events.iter().copied().unzip();
+    super::query_as(&format!(
+        "with inbox as (
+             insert into processed_events (consumer, event_id)
+             select $1, event_id from unnest($2::uuid[]) as event(event_id)
+             on conflict do nothing
+             returning event_id
+         )
+         select event.event_id,
+                exists(select 1 from inbox where inbox.event_id = event.event_id) as first_time,
+                {columns}
+         from unnest($2::uuid[], $3::uuid[]) as event(event_id, order_id)
+         join orders o on o.id = event.order_id
+         order by o.id
+         for update of o",
+        columns = order_columns_of("o")
+    ))
+    .bind(consumer)
+    .bind(event_ids)
+    .bind(order_ids)
+    .fetch_all(conn)
     .await
 }
 

@@ -13,7 +13,7 @@ use crate::domain::events::{decode, Event};
 use crate::kafka::LagReporting;
 use crate::metrics::Metrics;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
@@ -38,6 +38,26 @@ pub enum HandleError {
 /// What a consumer does with one event. It commits its effect itself, in one transaction.
 pub trait Handler: Send + Sync {
     fn handle(&self, event: Event) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// The most events [`Handler::handle_batch`] takes at once; 1 (the default): no batches.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Applies events of distinct keys together, all or nothing, in one transaction. On an error
+    /// the consumer applies the batch again in halves, down to single events, so one bad event
+    /// never holds back its neighbours.
+    fn handle_batch(
+        &self,
+        events: &[Event],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        async move {
+            for event in events {
+                self.handle(event.clone()).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 pub struct ConsumerLoop<H> {
@@ -108,33 +128,41 @@ impl<H: Handler> ConsumerLoop<H> {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
-                    interrupted = !self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
+                    interrupted = !self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
                 }
                 received = self.consumer.recv(), if in_flight.len() < concurrency => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
                         let message = message.detach();
                         message.topic().clone_into(&mut topic);
-                        let key = message.key().map(<[u8]>::to_vec);
-                        // One key at a time: wait for its earlier message to finish.
-                        while key.as_ref().is_some_and(|key| keys_in_flight.contains(key)) {
-                            let Some(handled) = in_flight.next().await else { break };
-                            interrupted |= !self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
-                        }
-                        if let Some(key) = &key {
-                            keys_in_flight.insert(key.clone());
-                        }
-                        offsets.start(message.partition(), message.offset());
-                        let (this, shutdown) = (&self, &shutdown);
-                        in_flight.push(async move {
-                            let applied = this.process(&message, shutdown).await;
-                            Handled {
-                                partition: message.partition(),
-                                offset: message.offset(),
-                                key,
-                                applied,
+                        for unit in self.take_waiting(message, &keys_in_flight) {
+                            // One key at a time: wait for its earlier messages to finish.
+                            while unit.iter().any(|message| {
+                                message.key().is_some_and(|key| keys_in_flight.contains(key))
+                            }) {
+                                let Some(handled) = in_flight.next().await else { break };
+                                interrupted |= !self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
                             }
-                        });
+                            for message in &unit {
+                                if let Some(key) = message.key() {
+                                    keys_in_flight.insert(key.to_vec());
+                                }
+                                offsets.start(message.partition(), message.offset());
+                            }
+                            let (this, shutdown) = (&self, &shutdown);
+                            in_flight.push(async move {
+                                let applied = this.process_unit(&unit, shutdown).await;
+                                unit.iter()
+                                    .zip(applied)
+                                    .map(|(message, applied)| Handled {
+                                        partition: message.partition(),
+                                        offset: message.offset(),
+                                        key: message.key().map(<[u8]>::to_vec),
+                                        applied,
+                                    })
+                                    .collect::<Vec<_>>()
+                            });
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
@@ -149,11 +177,140 @@ impl<H: Handler> ConsumerLoop<H> {
         }
         // Handlers see the shutdown and stop retrying; what they applied is stored.
         while let Some(handled) = in_flight.next().await {
-            self.finish(handled, &topic, &mut offsets, &mut keys_in_flight);
+            self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
         }
         drop(in_flight);
         crate::kafka::leave_group(self.consumer, self.name).await;
         tracing::info!(consumer = self.name, "consumer stopped");
+    }
+
+    /// `first` and the messages already waiting behind it (none are awaited), as units to
+    /// handle: a batch of up to [`Handler::max_batch`] messages of distinct keys not in
+    /// flight, then, if the batch stopped at a message whose key was taken, that message alone.
+    /// With one message waiting, the unit is that message: a batch never waits to fill.
+    fn take_waiting(
+        &self,
+        first: OwnedMessage,
+        keys_in_flight: &HashSet<Vec<u8>>,
+    ) -> Vec<Vec<OwnedMessage>> {
+        let max_batch = self.handler.max_batch().max(1);
+        let mut batch = vec![first];
+        let taken = |batch: &[OwnedMessage], key: Option<&[u8]>| {
+            key.is_some_and(|key| {
+                keys_in_flight.contains(key) || batch.iter().any(|m| m.key() == Some(key))
+            })
+        };
+        if taken(&[], batch[0].key()) {
+            return vec![batch];
+        }
+        while batch.len() < max_batch {
+            // Only what is already here; an error is reported by the next `recv`.
+            let Some(Ok(next)) = self.consumer.recv().now_or_never() else {
+                break;
+            };
+            let next = next.detach();
+            if taken(&batch, next.key()) {
+                return vec![batch, vec![next]];
+            }
+            batch.push(next);
+        }
+        vec![batch]
+    }
+
+    /// Handles one message, or a batch; one flag per message: applied (false: interrupted by
+    /// shutdown, so its offset must not be stored).
+    async fn process_unit(
+        &self,
+        messages: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Vec<bool> {
+        if let Some(first) = messages.first() {
+            self.metrics
+                .consumer_batch_events
+                .with_label_values(&[first.topic()])
+                .observe(messages.len() as f64);
+        }
+        if let [message] = messages {
+            return vec![self.process(message, shutdown).await];
+        }
+        let span = tracing::info_span!(
+            "consume batch",
+            consumer = self.name,
+            messages = messages.len(),
+            otel.kind = "consumer",
+        );
+        // A span has one parent: the batch continues the trace of its first message.
+        crate::telemetry::continue_trace(&span, messages.first().and_then(super::traceparent_of));
+        self.process_batch(messages, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    /// Applies the decodable messages of `messages` as batches, halving a batch that fails down
+    /// to single messages (which are retried and dead-lettered as [`Self::process`] does).
+    async fn process_batch(
+        &self,
+        messages: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Vec<bool> {
+        let started = std::time::Instant::now();
+        let mut applied = vec![false; messages.len()];
+        let mut batch = Vec::with_capacity(messages.len());
+        let mut singles = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            match decode(message.payload()) {
+                Ok(event) => batch.push((index, event)),
+                Err(_) => singles.push(index),
+            }
+        }
+        // First halves first, so the batch's messages are applied in arrival order.
+        let mut pending = vec![batch];
+        while let Some(mut group) = pending.pop() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let [(index, _)] = group.as_slice() {
+                applied[*index] = self.process(&messages[*index], shutdown).await;
+                continue;
+            }
+            if group.is_empty() {
+                continue;
+            }
+            let events: Vec<Event> = group.iter().map(|(_, event)| event.clone()).collect();
+            match self.handler.handle_batch(&events).await {
+                Ok(()) => {
+                    for (index, _) in &group {
+                        applied[*index] = true;
+                        self.record(&messages[*index], started);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = self.name, events = group.len(), error = %format!("{error:#}"), "a batch failed; applying it in halves");
+                    let second = group.split_off(group.len() / 2);
+                    pending.push(second);
+                    pending.push(group);
+                }
+            }
+        }
+        for index in singles {
+            applied[index] = self.process(&messages[index], shutdown).await;
+        }
+        applied
+    }
+
+    /// [`Self::finish`] for every message of a unit; false when any was interrupted.
+    fn finish_all(
+        &self,
+        handled: Vec<Handled>,
+        topic: &str,
+        offsets: &mut OffsetsInFlight,
+        keys_in_flight: &mut HashSet<Vec<u8>>,
+    ) -> bool {
+        let mut all_applied = true;
+        for handled in handled {
+            all_applied &= self.finish(handled, topic, offsets, keys_in_flight);
+        }
+        all_applied
     }
 
     /// Records a handled message and stores the partition's offset as far as everything is

@@ -3,8 +3,8 @@
 //! event changes nothing.
 
 use crate::db;
-use crate::db::inventory::{InventoryItemRow, MovedItem};
-use crate::db::orders::{ChangeToWrite, OrderRow};
+use crate::db::inventory::{InventoryItemRow, LineStock, MovedItem};
+use crate::db::orders::{ChangeToWrite, OrderForEvent, OrderRow};
 use crate::db::Db;
 use crate::domain::events::{
     Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
@@ -14,6 +14,7 @@ use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const INVENTORY_CONSUMER: &str = "inventory";
@@ -70,54 +71,138 @@ pub async fn apply_inventory_check(
     event_id: Uuid,
     order_id: Uuid,
 ) -> Result<Applied, ApplyError> {
+    let mut applied = apply_inventory_checks(pool, outbox, &[(event_id, order_id)]).await?;
+    Ok(applied.pop().expect("one outcome per event"))
+}
+
+/// The inventory checks of several placed orders (`(event_id, order_id)`, in arrival order) in
+/// one transaction: the orders and the union of their stock rows are locked once, each order is
+/// decided in arrival order against the stock the ones before it left (an order that does not
+/// fit is rejected, the next may still fit), and everything commits once. One outcome per
+/// event, in order. A batch naming an order that does not exist applies nothing.
+#[tracing::instrument(name = "inventory checks", skip_all, fields(orders = events.len()))]
+pub async fn apply_inventory_checks(
+    pool: &Db,
+    outbox: &OutboxWaker,
+    events: &[(Uuid, Uuid)],
+) -> Result<Vec<Applied>, ApplyError> {
     let mut tx = pool.begin().await?;
-    let Some(order) = lock_for_event(&mut tx, INVENTORY_CONSUMER, event_id, order_id).await? else {
-        return Ok(Applied::Duplicate);
-    };
-    if order.status != OrderStatus::Pending {
-        // Cancelled (or already decided) before its check: nothing to deduct.
-        tx.commit().await?;
-        return Ok(Applied::Moot {
-            status: order.status,
-        });
+    let mut locked: HashMap<Uuid, OrderForEvent> =
+        db::orders::lock_for_events(&mut tx, INVENTORY_CONSUMER, events)
+            .await?
+            .into_iter()
+            .map(|row| (row.event_id, row.locked))
+            .collect();
+    // Only orders still waiting for their check need stock.
+    let waiting: Vec<Uuid> = locked
+        .values()
+        .filter(|row| row.first_time && row.order.status == OrderStatus::Pending)
+        .map(|row| row.order.id)
+        .collect();
+    let mut lines: HashMap<Uuid, Vec<LineStock>> = HashMap::new();
+    let mut stock: HashMap<String, InventoryItemRow> = HashMap::new();
+    if !waiting.is_empty() {
+        for (order_id, line) in db::inventory::lock_stock_of_orders(&mut tx, &waiting).await? {
+            if let Some(item) = &line.item {
+                stock
+                    .entry(item.sku.clone())
+                    .or_insert_with(|| item.clone());
+            }
+            lines.entry(order_id).or_default().push(line);
+        }
     }
-    let stock = db::inventory::lock_stock_of_order(&mut tx, order.id).await?;
-    let mut deductions = Vec::with_capacity(stock.len());
-    let mut shortages = Vec::new();
-    for line in &stock {
-        match &line.item {
-            None => shortages.push(format!("SKU {} no longer exists", line.sku)),
-            Some(item) if item.quantity < line.requested => shortages.push(format!(
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (event_id, order_id) in events {
+        let row = locked
+            .remove(event_id)
+            .ok_or(ApplyError::UnknownOrder(*order_id))?;
+        if !row.first_time {
+            tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
+            outcomes.push(Applied::Duplicate);
+            continue;
+        }
+        let order = row.order;
+        if order.status != OrderStatus::Pending {
+            // Cancelled (or already decided) before its check: nothing to deduct.
+            outcomes.push(Applied::Moot {
+                status: order.status,
+            });
+            continue;
+        }
+        let order_lines = lines.remove(&order.id).unwrap_or_default();
+        let decision = decide(&order_lines, &stock);
+        let moves: Vec<(InventoryItemRow, i32)> = decision
+            .deductions
+            .iter()
+            .map(|(sku, delta)| (stock[sku].clone(), *delta))
+            .collect();
+        let change = if decision.shortages.is_empty() {
+            Change {
+                to: OrderStatus::Confirmed,
+                reason: None,
+                stock_deducted: true,
+                actor: None,
+                stock_moves: moves.iter().map(|(item, delta)| (item, *delta)).collect(),
+                stock_reason: StockChangeReason::OrderConfirmed,
+            }
+        } else {
+            Change {
+                to: OrderStatus::Rejected,
+                reason: Some(decision.shortages.join("; ")),
+                stock_deducted: false,
+                actor: None,
+                stock_moves: Vec::new(),
+                stock_reason: StockChangeReason::OrderConfirmed,
+            }
+        };
+        let confirmed = decision.shortages.is_empty();
+        let changed = change_status(&mut tx, &order, change).await?;
+        if confirmed {
+            // The next order of the batch sees the stock this one left.
+            for (item, delta) in &moves {
+                let moved = item.moved_by(*delta, changed.updated_at).item;
+                stock.insert(moved.sku.clone(), moved);
+            }
+        }
+        tracing::info!(order_id = %order.id, status = %changed.status, "inventory check applied");
+        outcomes.push(Applied::Changed(changed));
+    }
+    tx.commit().await?;
+    if outcomes
+        .iter()
+        .any(|outcome| matches!(outcome, Applied::Changed(_)))
+    {
+        outbox.wake();
+    }
+    Ok(outcomes)
+}
+
+/// How an order's lines fit the stock: the deductions when every line fits, else why not.
+#[derive(Debug, Default, PartialEq)]
+struct Decision {
+    /// `(sku, -quantity)` per line.
+    deductions: Vec<(String, i32)>,
+    shortages: Vec<String>,
+}
+
+/// Decides an order's lines against `stock` (by SKU), in line order.
+fn decide(lines: &[LineStock], stock: &HashMap<String, InventoryItemRow>) -> Decision {
+    let mut decision = Decision::default();
+    for line in lines {
+        match stock.get(&line.sku) {
+            None => decision
+                .shortages
+                .push(format!("SKU {} no longer exists", line.sku)),
+            Some(item) if item.quantity < line.requested => decision.shortages.push(format!(
                 "insufficient stock for SKU {}: requested {}, available {}",
                 line.sku, line.requested, item.quantity
             )),
-            Some(item) => deductions.push((item, -line.requested)),
+            Some(item) => decision
+                .deductions
+                .push((item.sku.clone(), -line.requested)),
         }
     }
-    let change = if shortages.is_empty() {
-        Change {
-            to: OrderStatus::Confirmed,
-            reason: None,
-            stock_deducted: true,
-            actor: None,
-            stock_moves: deductions,
-            stock_reason: StockChangeReason::OrderConfirmed,
-        }
-    } else {
-        Change {
-            to: OrderStatus::Rejected,
-            reason: Some(shortages.join("; ")),
-            stock_deducted: false,
-            actor: None,
-            stock_moves: Vec::new(),
-            stock_reason: StockChangeReason::OrderConfirmed,
-        }
-    };
-    let changed = change_status(&mut tx, &order, change).await?;
-    tx.commit().await?;
-    outbox.wake();
-    tracing::info!(order_id = %order.id, status = %changed.status, "inventory check applied");
-    Ok(Applied::Changed(changed))
+    decision
 }
 
 /// Applies a requested change if the order still allows it; restores stock exactly once when a

@@ -3,6 +3,7 @@
 
 mod authorization;
 mod authorization_matrix;
+mod batches;
 mod cold_start;
 mod concurrency;
 mod connections;
