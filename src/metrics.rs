@@ -16,6 +16,7 @@ pub struct Metrics {
     pub status_changes: IntCounterVec,
     pub consumer_processing_seconds: HistogramVec,
     pub consumer_batch_events: HistogramVec,
+    pub orders_pending_oldest_seconds: prometheus::Gauge,
     pub consumer_lag: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
@@ -98,6 +99,11 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            orders_pending_oldest_seconds: prometheus::Gauge::new(
+                "orders_pending_oldest_seconds",
+                "Seconds the oldest PENDING order has waited for its inventory check (0: none)",
+            )
+            .unwrap(),
             consumer_batch_events: HistogramVec::new(
                 HistogramOpts::new(
                     "consumer_batch_events",
@@ -121,7 +127,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(metrics.orders_pending_oldest_seconds.clone()),
             Box::new(metrics.consumer_batch_events.clone()),
             Box::new(metrics.orders_placed.clone()),
             Box::new(metrics.status_changes.clone()),

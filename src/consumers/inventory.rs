@@ -1,12 +1,14 @@
 //! The inventory consumer: a placed order is checked against stock and confirmed or rejected.
 
-use super::record_outcome;
+use super::{order_of, record_outcome};
 use crate::db::Db;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
-use crate::service::applying::{apply_inventory_check, apply_inventory_checks};
+use crate::service::applying::{
+    apply_inventory_check, apply_inventory_checks, reject_set_aside_placement,
+};
 
 pub struct InventoryHandler {
     pub pool: Db,
@@ -28,6 +30,22 @@ impl Handler for InventoryHandler {
             }
             other => Err(misplaced(&other)),
         }
+    }
+
+    /// A placement set aside leaves its order REJECTED, never PENDING for ever.
+    async fn set_aside(&self, key: Option<&[u8]>, event: Option<&Event>) -> anyhow::Result<()> {
+        if let Some(order_id) = order_of(key, event) {
+            if reject_set_aside_placement(&self.pool, &self.outbox, order_id)
+                .await?
+                .is_some()
+            {
+                self.metrics
+                    .status_changes
+                    .with_label_values(&["REJECTED"])
+                    .inc();
+            }
+        }
+        Ok(())
     }
 
     fn max_batch(&self) -> usize {

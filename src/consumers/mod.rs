@@ -11,6 +11,17 @@ use crate::kafka::consume::HandleError;
 use crate::metrics::Metrics;
 use crate::service::applying::{Applied, ApplyError};
 
+/// The order a message names: its event's, else its key (order events are keyed by order id).
+fn order_of(
+    key: Option<&[u8]>,
+    event: Option<&crate::domain::events::Event>,
+) -> Option<uuid::Uuid> {
+    event.map(|event| event.order_id).or_else(|| {
+        key.and_then(|key| std::str::from_utf8(key).ok())
+            .and_then(|key| key.parse().ok())
+    })
+}
+
 /// Counts an applied status change by the status it reached.
 fn record_outcome(metrics: &Metrics, applied: &Applied) {
     if let Applied::Changed(order) = applied {

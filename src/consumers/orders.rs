@@ -7,7 +7,7 @@ use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
-use crate::service::applying::apply_requested_change;
+use crate::service::applying::{apply_requested_change, refuse_set_aside_request};
 
 pub struct OrdersHandler {
     pub pool: Db,
@@ -35,5 +35,16 @@ impl Handler for OrdersHandler {
                 other.type_name()
             ))),
         }
+    }
+
+    /// A status request set aside is announced as refused, so its requester is not left with
+    /// `accepted: true` and no outcome. (An undecodable request names no requester to tell.)
+    async fn set_aside(&self, _key: Option<&[u8]>, event: Option<&Event>) -> anyhow::Result<()> {
+        if let Some(event) = event {
+            if let EventBody::StatusChangeRequested(request) = &event.body {
+                refuse_set_aside_request(&self.pool, &self.outbox, event.order_id, request).await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -206,6 +206,28 @@ pub async fn lock_for_events(
     .await
 }
 
+/// An order, its row locked until the transaction ends.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
+    super::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders where id = $1 for update"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Seconds the oldest PENDING order has waited for its inventory check (0: none waits).
+/// Order ids are time-ordered, so the status index finds it at once.
+pub async fn oldest_pending_age_seconds(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
+    super::query_scalar(
+        "select coalesce(extract(epoch from now() - (
+             select created_at from orders where status = 'PENDING' order by id limit 1
+         ))::float8, 0)",
+    )
+    .fetch_one(db)
+    .await
+}
+
 pub async fn find_by_idempotency_key(
     db: impl PgExecutor<'_>,
     user_id: &str,

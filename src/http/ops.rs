@@ -89,6 +89,14 @@ impl Probe {
             self.metrics.outbox_backlog.set(waiting);
             self.metrics.outbox_oldest_age_seconds.set(oldest_age);
         }
+        if let Ok(Ok(age)) = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            crate::db::orders::oldest_pending_age_seconds(&self.pool),
+        )
+        .await
+        {
+            self.metrics.orders_pending_oldest_seconds.set(age);
+        }
         let producer = self.producer.clone();
         // librdkafka's metadata call blocks its thread for up to the timeout.
         let broker = tokio::task::spawn_blocking(move || {

@@ -44,6 +44,16 @@ pub trait Handler: Send + Sync {
         1
     }
 
+    /// After a message was moved to the dead-letter topic: settle what waited on it (the order
+    /// it placed, the client that asked), from its key and, when it decoded, its event.
+    fn set_aside(
+        &self,
+        _key: Option<&[u8]>,
+        _event: Option<&Event>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Applies events of distinct keys together, all or nothing, in one transaction. On an error
     /// the consumer applies the batch again in halves, down to single events, so one bad event
     /// never holds back its neighbours.
@@ -408,6 +418,28 @@ impl<H: Handler> ConsumerLoop<H> {
         unreachable!("the retry loop only ends by returning")
     }
 
+    /// Runs the handler's [`Handler::set_aside`] for a dead-lettered message until it succeeds
+    /// (false: shutdown came first, so the message is delivered again and set aside again).
+    async fn settle_set_aside(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        let event = decode(message.payload()).ok();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.handler.set_aside(message.key(), event.as_ref()).await {
+                Ok(()) => return true,
+                Err(error) => tracing::error!(
+                    error = %format!("{error:#}"),
+                    retry_in = ?backoff,
+                    "settling a dead-lettered message's order failed; retrying"
+                ),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
     /// Copies the message to the dead-letter topic, retrying until the broker takes it.
     async fn dead_letter(
         &self,
@@ -459,7 +491,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 record = record.payload(payload);
             }
             match self.producer.send(record, Duration::from_secs(10)).await {
-                Ok(_) => return true,
+                Ok(_) => return self.settle_set_aside(message, shutdown).await,
                 Err((error, _)) => {
                     tracing::error!(%error, "writing to the dead-letter topic failed; retrying")
                 }

@@ -266,6 +266,59 @@ pub async fn apply_requested_change(
     Ok(outcome)
 }
 
+/// What a customer reads when their order's placement was set aside: the technical reason is
+/// in the log and the dead letter's headers, for the operator.
+pub const SET_ASIDE_REJECTION: &str =
+    "the order could not be checked against stock and was set aside for an operator; nothing was deducted";
+
+/// What the requester hears when their status request was set aside.
+pub const SET_ASIDE_REFUSAL: &str =
+    "the request could not be processed and was set aside for an operator";
+
+/// After the inventory consumer set aside (dead-lettered) an order's placement: the order, if
+/// still PENDING, is REJECTED saying so, so it never waits forever. Returns the rejected order.
+pub async fn reject_set_aside_placement(
+    pool: &Db,
+    outbox: &OutboxWaker,
+    order_id: Uuid,
+) -> Result<Option<OrderRow>, ApplyError> {
+    let mut tx = pool.begin().await?;
+    let order = db::orders::lock(&mut tx, order_id).await?;
+    let Some(order) = order.filter(|order| order.status == OrderStatus::Pending) else {
+        return Ok(None);
+    };
+    let change = Change {
+        to: OrderStatus::Rejected,
+        reason: Some(SET_ASIDE_REJECTION.to_owned()),
+        stock_deducted: false,
+        actor: None,
+        stock_moves: Vec::new(),
+        stock_reason: StockChangeReason::OrderConfirmed,
+    };
+    let rejected = change_status(&mut tx, &order, change).await?;
+    tx.commit().await?;
+    outbox.wake();
+    tracing::warn!(%order_id, "the order's placement was set aside; the order is rejected");
+    Ok(Some(rejected))
+}
+
+/// After the orders consumer set aside a status request: its requester hears it refused, as
+/// for any other refusal (the API had answered `accepted: true`).
+pub async fn refuse_set_aside_request(
+    pool: &Db,
+    outbox: &OutboxWaker,
+    order_id: Uuid,
+    request: &StatusChangeRequested,
+) -> Result<(), ApplyError> {
+    let mut tx = pool.begin().await?;
+    if let Some(order) = db::orders::find(&mut *tx, order_id).await? {
+        refuse(&mut tx, &order, request, SET_ASIDE_REFUSAL).await?;
+    }
+    tx.commit().await?;
+    outbox.wake();
+    Ok(())
+}
+
 /// Marks the event as applied by `consumer` and locks its order; None when the event was
 /// applied before (a redelivery).
 async fn lock_for_event(

@@ -9,6 +9,7 @@ mod concurrency;
 mod connections;
 mod dashboard;
 mod database_tls;
+mod dead_letters;
 mod delivery;
 mod faults;
 mod fuzz;

@@ -1,0 +1,112 @@
+//! What a dead letter leaves behind: never an order PENDING for ever, never a request accepted
+//! and then silent. The database refuses the effect here through a trigger the test installs
+//! (a check-violation, SQLSTATE 23514, as a constraint would raise), so the consumer sets the
+//! event aside as it would any effect the database refuses.
+
+use crate::helpers::TestApp;
+use oms::service::applying::{SET_ASIDE_REFUSAL, SET_ASIDE_REJECTION};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Makes the database refuse every change of an order to `status`.
+async fn refuse_changes_to(app: &TestApp, status: &str) {
+    sqlx::raw_sql(&format!(
+        "create function refuse_change() returns trigger language plpgsql as $$
+         begin
+             if new.status = '{status}' then
+                 raise exception 'changes to {status} refused by the test' using errcode = '23514';
+             end if;
+             return new;
+         end $$;
+         create trigger refuse_change before update on orders
+             for each row execute function refuse_change();"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_order_whose_placement_is_set_aside_is_rejected_saying_so_and_its_subscriber_hears_it() {
+    let app = TestApp::spawn().await;
+    app.stock("HORN", 5).await;
+    refuse_changes_to(&app, "CONFIRMED").await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("HORN", 2)]).await;
+
+    let history = app.wait_for_status(&alice, &order_id, "REJECTED").await;
+    let rejected = history.last().unwrap();
+    assert_eq!(rejected["reason"], SET_ASIDE_REJECTION, "{history:?}");
+    assert_eq!(app.stock_of("HORN").await, 5);
+    let dead = format!(
+        "oms_dead_letters_total{{topic=\"inventory-{}\"}} 1",
+        app.deployment.suffix
+    );
+    let page = metrics(&app).await;
+    assert!(page.contains(&dead), "{page}");
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn a_status_request_set_aside_is_announced_to_its_requester_as_refused() {
+    let app = TestApp::spawn().await;
+    app.stock("HORN", 5).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("HORN", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    refuse_changes_to(&app, "CANCELLED").await;
+
+    let mut subscription = app.follow_order(&alice, &order_id).await;
+    let asked = app.update_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(asked["accepted"], true, "{asked}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused: Value = loop {
+        let change = tokio::time::timeout_at(deadline.into(), subscription.next_data())
+            .await
+            .expect("the refusal arrives");
+        if change["outcome"] == "REFUSED" {
+            break change;
+        }
+    };
+    assert_eq!(refused["reason"], SET_ASIDE_REFUSAL, "{refused}");
+    assert_eq!(refused["requestedStatus"], "CANCELLED", "{refused}");
+    assert_eq!(refused["to"], "CONFIRMED", "{refused}");
+    // The order and its stock are as they were.
+    assert_eq!(app.stock_of("HORN").await, 4);
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn how_long_the_oldest_pending_order_has_waited_is_in_the_metrics() {
+    // Without consumers, a placed order waits for its check.
+    let app = TestApp::spawn_in(crate::helpers::Deployment::new(), &["--components=api"]).await;
+    app.stock("HORN", 5).await;
+    let page = metrics(&app).await;
+    assert!(
+        page.contains("oms_orders_pending_oldest_seconds 0\n"),
+        "{page}"
+    );
+    app.place_order_id(&app.customer("alice"), &[("HORN", 1)])
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = metrics(&app).await;
+        let waited: f64 = page
+            .lines()
+            .find_map(|line| line.strip_prefix("oms_orders_pending_oldest_seconds "))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0);
+        if waited > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop_and_drop_database().await;
+}
