@@ -351,6 +351,170 @@ pub struct ChangeToWrite<'a> {
     pub events: &'a [OutboxMessage],
 }
 
+/// [`write_change`] for the changes of several orders locked in this transaction, in one
+/// statement: each item's moves summed into one update (guarded by the version it was locked
+/// at, the first move's), every ledger row, order, history entry and event. An item moved by
+/// several changes must appear in them in order, each with the version the one before left.
+/// Fails with [`sqlx::Error::RowNotFound`] when an order or an item is no longer as locked.
+pub async fn write_changes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    changes: &[ChangeToWrite<'_>],
+) -> sqlx::Result<()> {
+    #[derive(sqlx::FromRow)]
+    struct Written {
+        orders_changed: i64,
+        items_moved: i64,
+    }
+    // Per item: the version it was locked at, the summed delta, the number of moves, the time.
+    let mut items: Vec<(&str, i32, i32, i32, DateTime<Utc>)> = Vec::new();
+    let (mut ledger_skus, mut ledger_orders, mut ledger_deltas, mut ledger_reasons) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for change in changes {
+        for (item, delta) in change.stock_moves {
+            match items.iter_mut().find(|moved| moved.0 == item.sku) {
+                Some(moved) => {
+                    moved.2 += delta;
+                    moved.3 += 1;
+                    moved.4 = change.order.updated_at;
+                }
+                None => items.push((&item.sku, item.version, *delta, 1, change.order.updated_at)),
+            }
+            ledger_skus.push(item.sku.as_str());
+            ledger_orders.push(change.order.id);
+            ledger_deltas.push(*delta);
+            ledger_reasons.push(super::inventory::ledger_reason(change.stock_reason));
+        }
+    }
+    let orders: Vec<&OrderRow> = changes.iter().map(|change| change.order).collect();
+    let entries: Vec<&StatusChangeRow> = changes.iter().map(|change| change.entry).collect();
+    let (event_ids, streams, keys, payloads, traceparents) =
+        super::outbox::columns(changes.iter().flat_map(|change| change.events));
+    let written: Written = super::query_as(
+        "with moved as (
+             update inventory_items item
+             set quantity = item.quantity + m.delta, version = item.version + m.moves,
+                 updated_at = m.at
+             from unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::timestamptz[])
+                 as m(sku, version, delta, moves, at)
+             where item.sku = m.sku and item.version = m.version
+             returning item.sku
+         ), ledger as (
+             insert into stock_movements (sku, order_id, delta, reason)
+             select * from unnest($6::text[], $7::uuid[], $8::int[], $9::text[])
+         ), changed as (
+             update orders o
+             set status = c.status, version = c.version, rejection_reason = c.rejection_reason,
+                 stock_deducted = c.stock_deducted, updated_at = c.updated_at
+             from unnest($10::uuid[], $11::text[], $12::int[], $13::text[], $14::bool[],
+                         $15::timestamptz[])
+                 as c(id, status, version, rejection_reason, stock_deducted, updated_at)
+             where o.id = c.id and o.version = c.version - 1
+             returning o.id
+         ), history as (
+             insert into order_status_history
+                 (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
+             select * from unnest($16::uuid[], $17::int[], $18::text[], $19::text[], $20::text[],
+                                  $21::text[], $22::text[], $23::timestamptz[])
+         ), events as (
+             insert into outbox (event_id, stream, message_key, payload, traceparent)
+             select * from unnest($24::uuid[], $25::text[], $26::text[], $27::jsonb[],
+                                  $28::text[])
+         )
+         select (select count(*) from changed) as orders_changed,
+                (select count(*) from moved) as items_moved",
+    )
+    .bind(items.iter().map(|item| item.0).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.1).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.2).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.3).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.4).collect::<Vec<_>>())
+    .bind(ledger_skus)
+    .bind(ledger_orders)
+    .bind(ledger_deltas)
+    .bind(ledger_reasons)
+    .bind(orders.iter().map(|order| order.id).collect::<Vec<_>>())
+    .bind(
+        orders
+            .iter()
+            .map(|order| order.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(orders.iter().map(|order| order.version).collect::<Vec<_>>())
+    .bind(
+        orders
+            .iter()
+            .map(|order| order.rejection_reason.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|order| order.stock_deducted)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|order| order.updated_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.order_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.version)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.from_status.map(OrderStatus::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.to_status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.reason.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.actor_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|entry| entry.actor_role.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.iter().map(|entry| entry.at).collect::<Vec<_>>())
+    .bind(event_ids)
+    .bind(streams)
+    .bind(keys)
+    .bind(payloads)
+    .bind(traceparents)
+    .fetch_one(&mut **tx)
+    .await?;
+    if written.orders_changed == changes.len() as i64 && written.items_moved == items.len() as i64 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
+    }
+}
+
 /// Writes a status change in one statement: the stock moves and their ledger rows, the order
 /// (only if it is still at the version before the change), its history entry, and its events
 /// in the outbox. The stock check constraint refuses any stock below zero.

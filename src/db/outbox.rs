@@ -68,12 +68,9 @@ pub(super) type Columns<'a> = (
     Vec<Option<&'a str>>,
 );
 
-pub(super) fn columns(messages: &[OutboxMessage]) -> Columns<'_> {
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut streams = Vec::with_capacity(messages.len());
-    let mut keys = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
-    let mut traceparents = Vec::with_capacity(messages.len());
+pub(super) fn columns<'a>(messages: impl IntoIterator<Item = &'a OutboxMessage>) -> Columns<'a> {
+    let (mut ids, mut streams, mut keys, mut payloads, mut traceparents) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for message in messages {
         ids.push(message.event_id);
         streams.push(message.stream.as_str());

@@ -4,7 +4,8 @@
 
 use crate::db;
 use crate::db::inventory::{InventoryItemRow, LineStock, MovedItem};
-use crate::db::orders::{ChangeToWrite, OrderForEvent, OrderRow};
+use crate::db::orders::{ChangeToWrite, OrderForEvent, OrderRow, StatusChangeRow};
+use crate::db::outbox::OutboxMessage;
 use crate::db::Db;
 use crate::domain::events::{
     Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
@@ -111,32 +112,37 @@ pub async fn apply_inventory_checks(
             lines.entry(order_id).or_default().push(line);
         }
     }
-    let mut outcomes = Vec::with_capacity(events.len());
+    // Outcomes in arrival order; None where a change is written below.
+    let mut outcomes: Vec<Option<Applied>> = Vec::with_capacity(events.len());
+    let mut prepared_changes = Vec::new();
     for (event_id, order_id) in events {
         let row = locked
             .remove(event_id)
             .ok_or(ApplyError::UnknownOrder(*order_id))?;
         if !row.first_time {
             tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
-            outcomes.push(Applied::Duplicate);
+            outcomes.push(Some(Applied::Duplicate));
             continue;
         }
         let order = row.order;
         if order.status != OrderStatus::Pending {
             // Cancelled (or already decided) before its check: nothing to deduct.
-            outcomes.push(Applied::Moot {
+            outcomes.push(Some(Applied::Moot {
                 status: order.status,
-            });
+            }));
             continue;
         }
         let order_lines = lines.remove(&order.id).unwrap_or_default();
         let decision = decide(&order_lines, &stock);
+        let fits = decision.shortages.is_empty();
+        // A rejected order moves no stock, though some of its lines would fit.
         let moves: Vec<(InventoryItemRow, i32)> = decision
             .deductions
             .iter()
+            .filter(|_| fits)
             .map(|(sku, delta)| (stock[sku].clone(), *delta))
             .collect();
-        let change = if decision.shortages.is_empty() {
+        let change = if fits {
             Change {
                 to: OrderStatus::Confirmed,
                 reason: None,
@@ -155,19 +161,44 @@ pub async fn apply_inventory_checks(
                 stock_reason: StockChangeReason::OrderConfirmed,
             }
         };
-        let confirmed = decision.shortages.is_empty();
-        let changed = change_status(&mut tx, &order, change).await?;
-        if confirmed {
+        let prepared = prepare_change(&order, &change);
+        if fits {
             // The next order of the batch sees the stock this one left.
             for (item, delta) in &moves {
-                let moved = item.moved_by(*delta, changed.updated_at).item;
+                let moved = item.moved_by(*delta, prepared.order.updated_at).item;
                 stock.insert(moved.sku.clone(), moved);
             }
         }
-        tracing::info!(order_id = %order.id, status = %changed.status, "inventory check applied");
-        outcomes.push(Applied::Changed(changed));
+        prepared_changes.push((prepared, moves));
+        outcomes.push(None);
+    }
+    // Every change of the batch in one statement.
+    let stock_moves: Vec<Vec<(&InventoryItemRow, i32)>> = prepared_changes
+        .iter()
+        .map(|(_, moves)| moves.iter().map(|(item, delta)| (item, *delta)).collect())
+        .collect();
+    let writes: Vec<ChangeToWrite<'_>> = prepared_changes
+        .iter()
+        .zip(&stock_moves)
+        .map(|((prepared, _), moves)| prepared.to_write(moves))
+        .collect();
+    if !writes.is_empty() {
+        db::orders::write_changes(&mut tx, &writes).await?;
     }
     tx.commit().await?;
+    let mut changed = prepared_changes
+        .into_iter()
+        .map(|(prepared, _)| prepared.order);
+    let outcomes: Vec<Applied> = outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                let order = changed.next().expect("one change per order decided");
+                tracing::info!(order_id = %order.id, status = %order.status, "inventory check applied");
+                Applied::Changed(order)
+            })
+        })
+        .collect();
     if outcomes
         .iter()
         .any(|outcome| matches!(outcome, Applied::Changed(_)))
@@ -348,13 +379,18 @@ struct Change<'a> {
     stock_reason: StockChangeReason,
 }
 
-/// Moves a locked order to `change.to`, bumps its version, moves its stock, and announces it
-/// all, in one statement.
-async fn change_status(
-    tx: &mut Transaction<'_, Postgres>,
-    order: &OrderRow,
-    change: Change<'_>,
-) -> sqlx::Result<OrderRow> {
+/// A locked order's change as it will be written: the order as it leaves it, its history entry
+/// and its events.
+struct PreparedChange {
+    order: OrderRow,
+    entry: StatusChangeRow,
+    events: Vec<OutboxMessage>,
+    stock_reason: StockChangeReason,
+}
+
+/// The order `change` leaves, its history entry and its events (the order's status event and
+/// one stock event per item moved).
+fn prepare_change(order: &OrderRow, change: &Change<'_>) -> PreparedChange {
     let at = Utc::now().trunc_subsecs(6);
     let rejection_reason = if change.to == OrderStatus::Rejected {
         change.reason.clone()
@@ -375,20 +411,42 @@ async fn change_status(
         .map(|(item, delta)| item.moved_by(*delta, at))
         .collect();
     let mut events = super::stock_moved_by_order(&moved, change.stock_reason, order.id);
-    let (entry, announced) =
-        super::status_change(&changed, Some(order.status), change.reason, change.actor);
+    let (entry, announced) = super::status_change(
+        &changed,
+        Some(order.status),
+        change.reason.clone(),
+        change.actor.clone(),
+    );
     events.push((&announced).into());
-    db::orders::write_change(
-        tx,
-        &ChangeToWrite {
-            order: &changed,
-            entry: &entry,
-            stock_moves: &change.stock_moves,
-            stock_reason: change.stock_reason,
-            events: &events,
-        },
-    )
-    .await
+    PreparedChange {
+        order: changed,
+        entry,
+        events,
+        stock_reason: change.stock_reason,
+    }
+}
+
+impl PreparedChange {
+    fn to_write<'a>(&'a self, stock_moves: &'a [(&'a InventoryItemRow, i32)]) -> ChangeToWrite<'a> {
+        ChangeToWrite {
+            order: &self.order,
+            entry: &self.entry,
+            stock_moves,
+            stock_reason: self.stock_reason,
+            events: &self.events,
+        }
+    }
+}
+
+/// Moves a locked order to `change.to`, bumps its version, moves its stock, and announces it
+/// all, in one statement.
+async fn change_status(
+    tx: &mut Transaction<'_, Postgres>,
+    order: &OrderRow,
+    change: Change<'_>,
+) -> sqlx::Result<OrderRow> {
+    let prepared = prepare_change(order, &change);
+    db::orders::write_change(tx, &prepared.to_write(&change.stock_moves)).await
 }
 
 async fn refuse(
