@@ -227,6 +227,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     }
 
     tasks.spawn(kafka_side.run(shutdown.clone()));
+    if args.components.runs_consumers() && args.inbox_retention_hours > 0 {
+        let pruner = crate::consumers::inbox::InboxPruner {
+            pool: pool.clone(),
+            retention: Duration::from_secs(args.inbox_retention_hours * 3600),
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(pruner.run(shutdown.clone()));
+    }
 
     Ok(RunningApp {
         kafka_ready,

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub consumer_processing_seconds: HistogramVec,
     pub consumer_batch_events: HistogramVec,
     pub orders_pending_oldest_seconds: prometheus::Gauge,
+    pub inbox_pruned: prometheus::IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
@@ -99,6 +100,11 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            inbox_pruned: prometheus::IntCounter::new(
+                "inbox_pruned_total",
+                "Consumer inbox entries deleted once past the retention",
+            )
+            .unwrap(),
             orders_pending_oldest_seconds: prometheus::Gauge::new(
                 "orders_pending_oldest_seconds",
                 "Seconds the oldest PENDING order has waited for its inventory check (0: none)",
@@ -127,7 +133,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(metrics.inbox_pruned.clone()),
             Box::new(metrics.orders_pending_oldest_seconds.clone()),
             Box::new(metrics.consumer_batch_events.clone()),
             Box::new(metrics.orders_placed.clone()),

@@ -3,7 +3,9 @@
 //!
 //! - [`inventory`]: group `<prefix>-inventory` on the `inventory` topic: the stock check.
 //! - [`orders`]: group `<prefix>-orders` on the `orders` topic: requested status changes.
+//! - [`inbox`]: prunes the inbox the two share of entries no redelivery can need.
 
+pub mod inbox;
 pub mod inventory;
 pub mod orders;
 

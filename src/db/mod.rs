@@ -8,6 +8,7 @@
 
 pub mod audit;
 mod handle;
+pub mod inbox;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;

@@ -18,6 +18,7 @@ mod hostile_documents;
 mod http;
 mod idempotency;
 mod identity_provider;
+mod inbox;
 mod introspection;
 mod kafka_sasl;
 mod kafka_tls;
