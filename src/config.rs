@@ -38,6 +38,58 @@ pub enum Command {
     /// Check a live database against the invariants (stock conservation, order histories);
     /// exits non-zero on any violation.
     Check(DatabaseArgs),
+    /// Dead letters: list what the consumers set aside and why, or send it back to its topic
+    /// once the cause is fixed (the consumers apply each event at most once).
+    #[command(subcommand)]
+    Dlq(DlqAction),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqAction {
+    /// Print the dead letters of a topic, one per line (JSON with --json).
+    List(DlqSelection),
+    /// Send the selected dead letters back to the topic they came from.
+    Replay(DlqReplay),
+}
+
+#[derive(Args, Debug)]
+pub struct DlqSelection {
+    /// Whose dead letters: `inventory` or `orders`.
+    #[arg(long, value_parser = ["inventory", "orders"])]
+    pub topic: String,
+    /// Only this partition of the dead-letter topic.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Only dead letters at this offset of the dead-letter topic or after.
+    #[arg(long)]
+    pub from_offset: Option<i64>,
+    /// Only dead letters at this offset or before.
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    /// Only the dead letter carrying this event.
+    #[arg(long)]
+    pub event_id: Option<uuid::Uuid>,
+    /// One JSON object per dead letter.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DlqReplay {
+    #[command(flatten)]
+    pub selection: DlqSelection,
+    /// Replay every dead letter of the topic.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl std::ops::Deref for DlqReplay {
+    type Target = DlqSelection;
+    fn deref(&self) -> &DlqSelection {
+        &self.selection
+    }
 }
 
 #[derive(Args, Debug, Clone)]

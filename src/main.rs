@@ -62,6 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", keys.issue(&args.sub, args.role, ttl));
         }
         Command::Schema => print!("{}", oms::graphql::sdl()),
+        Command::Dlq(action) => oms::kafka::dlq::run(&action).await?,
         Command::Check(args) => {
             let database = oms::db::connect(&args)?;
             let report = oms::service::audit::audit(&database.db)

@@ -2,6 +2,7 @@
 //! What a message means is decided elsewhere (`consumers/`, `live/`).
 
 pub mod consume;
+pub mod dlq;
 
 use crate::config::KafkaArgs;
 use crate::domain::events::Stream;

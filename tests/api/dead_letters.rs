@@ -110,3 +110,99 @@ async fn how_long_the_oldest_pending_order_has_waited_is_in_the_metrics() {
     }
     app.stop_and_drop_database().await;
 }
+
+/// Runs `oms dlq <args>` against the deployment's topics; returns its stdout lines.
+async fn oms_dlq(app: &TestApp, args: &[&str]) -> Vec<String> {
+    let kafka_flags: Vec<String> = crate::helpers::serve_flags(&app.deployment, &[])
+        .into_iter()
+        .filter(|flag| flag.starts_with("--kafka-"))
+        .collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .arg("dlq")
+        .args(args)
+        .args(kafka_flags)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("oms runs");
+    assert!(output.status.success(), "oms dlq {args:?}: {output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_operator_lists_a_set_aside_request_and_replays_it_once_the_cause_is_fixed() {
+    let app = TestApp::spawn().await;
+    app.stock("HORN", 5).await;
+    let alice = app.customer("alice");
+    let order_id = app.place_order_id(&alice, &[("HORN", 1)]).await;
+    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
+    refuse_changes_to(&app, "CANCELLED").await;
+    let mut subscription = app.follow_order(&alice, &order_id).await;
+    app.update_status(&alice, &order_id, "CANCELLED").await;
+    while subscription.next_data().await["outcome"] != "REFUSED" {}
+
+    let listed = oms_dlq(&app, &["list", "--topic", "orders", "--json"]).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let letter: Value = serde_json::from_str(&listed[0]).unwrap();
+    let s = &app.deployment.suffix;
+    assert_eq!(letter["event_type"], "StatusChangeRequested", "{letter}");
+    assert_eq!(letter["consumer"], "orders", "{letter}");
+    assert_eq!(letter["original_topic"], format!("orders-{s}"), "{letter}");
+    assert_eq!(letter["key"], order_id.as_str(), "{letter}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changes to CANCELLED refused by the test"),
+        "{letter}"
+    );
+
+    // The cause is fixed; the request is sent back and applied: stock restored once.
+    sqlx::raw_sql("drop trigger refuse_change on orders")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let event_id = letter["event_id"].as_str().unwrap();
+    oms_dlq(
+        &app,
+        &["replay", "--topic", "orders", "--event-id", event_id],
+    )
+    .await;
+    app.wait_for_status(&alice, &order_id, "CANCELLED").await;
+    assert_eq!(app.stock_of("HORN").await, 5);
+
+    // Replayed again, it changes nothing: the consumer applied that event already.
+    let history = app.history_lengths().await;
+    oms_dlq(&app, &["replay", "--topic", "orders", "--all"]).await;
+    crate::helpers::wait_until_caught_up(&format!("oms-{s}-orders"), &format!("orders-{s}")).await;
+    assert_eq!(app.history_lengths().await, history);
+    assert_eq!(app.stock_of("HORN").await, 5);
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn replaying_without_saying_which_dead_letters_is_refused() {
+    let app = TestApp::spawn().await;
+    let kafka_flags: Vec<String> = crate::helpers::serve_flags(&app.deployment, &[])
+        .into_iter()
+        .filter(|flag| flag.starts_with("--kafka-"))
+        .collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args(["dlq", "replay", "--topic", "inventory"])
+        .args(kafka_flags)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("say which dead letters to replay"),
+        "{stderr}"
+    );
+    app.stop_and_drop_database().await;
+}

@@ -8,24 +8,7 @@ use rdkafka::{ClientConfig, Message};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{brokers, group_caught_up};
-
-async fn wait_until_caught_up(group: &str, topic: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (group_name, topic_name) = (group.to_owned(), topic.to_owned());
-        let position =
-            tokio::task::spawn_blocking(move || group_caught_up(&group_name, &topic_name))
-                .await
-                .unwrap();
-        let Err(position) = position else { return };
-        assert!(
-            Instant::now() < deadline,
-            "{group} did not catch up on {topic}: {position}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
+use crate::helpers::{brokers, wait_until_caught_up};
 
 /// Everything a replay could disturb: orders, history, stock, ledger, inbox.
 async fn state(app: &TestApp) -> Vec<String> {
