@@ -649,6 +649,33 @@ impl Subscription {
     }
 }
 
+/// Waits until the instance at `addr` counts `count` live subscriptions (its
+/// `oms_live_subscriptions` gauge, read from the feeds at every scrape): the subscriptions a
+/// test started are registered, so no event can pass them by.
+pub async fn wait_for_live_subscriptions(addr: std::net::SocketAddr, count: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let live = page
+            .lines()
+            .find_map(|line| line.strip_prefix("oms_live_subscriptions "))
+            .and_then(|value| value.parse::<i64>().ok());
+        if live == Some(count) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} counts {live:?} live subscriptions, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts the built `oms serve` binary of `deployment` as a process of its own: for tests that
 /// signal it, or whose requests could stall a server sharing the test's runtime.
 pub fn spawn_oms_process(deployment: &Deployment, extra: &[&str]) -> tokio::process::Child {

@@ -16,7 +16,7 @@ async fn an_order_that_fits_is_confirmed_and_its_subscriber_sees_pending_then_co
         json!({}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::helpers::wait_for_live_subscriptions(app.addr, 1).await;
 
     let placed = app.place_order(&alice, &[("KB-1", 3)], None).await;
     assert_eq!(placed["userErrors"], json!([]));
@@ -237,8 +237,20 @@ async fn an_api_only_instance_and_a_consumers_only_instance_together_run_the_flo
     let alice = api.customer("alice");
     let order_id = api.place_order_id(&alice, &[("BOLT", 2)]).await;
 
-    // Without consumers nothing decides the order.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Without consumers nothing decides the order, though its event has left for Kafka.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from outbox")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not publish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let pending = api
         .query(
             &alice,

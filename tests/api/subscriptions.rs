@@ -1,13 +1,9 @@
 //! Live status changes over real WebSockets, on both subprotocols and across instances.
 
-use crate::helpers::{start_instance, Deployment, Protocol, Subscription, TestApp};
+use crate::helpers::{
+    start_instance, wait_for_live_subscriptions, Deployment, Protocol, Subscription, TestApp,
+};
 use serde_json::json;
-use std::time::Duration;
-
-/// Gives a just-started subscription time to register with the live feed.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
 
 #[tokio::test]
 async fn the_legacy_graphql_ws_protocol_delivers_changes_too() {
@@ -159,7 +155,7 @@ async fn staff_can_watch_every_order_reaching_one_status() {
             json!({}),
         )
         .await;
-    settle().await;
+    wait_for_live_subscriptions(app.addr, 1).await;
 
     let confirmed = app
         .place_order_id(&app.customer("alice"), &[("HAT", 1)])
@@ -186,7 +182,8 @@ async fn two_instances_each_deliver_every_change_to_their_own_subscribers() {
             )
             .await;
     }
-    settle().await;
+    wait_for_live_subscriptions(first.addr, 1).await;
+    wait_for_live_subscriptions(second.addr, 1).await;
 
     let order_id = first
         .place_order_id(&first.customer("alice"), &[("PHONE", 1)])
@@ -220,7 +217,7 @@ async fn staff_watch_stock_fall_to_its_threshold_and_come_back_whichever_instanc
 
     let mut every_item = Subscription::connect(&api, &staff, Protocol::LegacyWs).await;
     every_item.start(INVENTORY_CHANGES, json!({})).await;
-    settle().await;
+    wait_for_live_subscriptions(api.addr, 1).await;
     api.set_item("LAMP", 3, Some(1)).await;
     api.stock("RUG", 9).await;
     let created = every_item.next_value_of("inventoryChanged").await;
@@ -242,7 +239,7 @@ async fn staff_watch_stock_fall_to_its_threshold_and_come_back_whichever_instanc
     one_item
         .start(INVENTORY_CHANGES, json!({ "sku": "LAMP" }))
         .await;
-    settle().await;
+    wait_for_live_subscriptions(api.addr, 2).await;
 
     // The consumers instance confirms the order and deducts the stock.
     let order_id = api.place_order_id(&alice, &[("LAMP", 2), ("RUG", 1)]).await;
