@@ -218,14 +218,28 @@ async fn orders_list_newest_first_in_pages_and_can_be_filtered_by_status() {
     );
     assert_eq!(second_page["orders"]["pageInfo"]["hasNextPage"], false);
 
-    let confirmed = app
-        .query(&alice, query, json!({ "status": "CONFIRMED" }))
-        .await;
-    assert!(confirmed["orders"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["node"]["id"] == ids[2].as_str()));
+    // One of the three is cancelled: each status lists exactly its own orders.
+    for id in &ids {
+        app.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    app.update_status(&alice, &ids[1], "CANCELLED").await;
+    app.wait_for_status(&alice, &ids[1], "CANCELLED").await;
+    let listed = |status: &'static str| {
+        let app = &app;
+        let alice = &alice;
+        async move {
+            let page = app.query(alice, query, json!({ "status": status })).await;
+            page["orders"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("CONFIRMED").await, [ids[2].clone(), ids[0].clone()]);
+    assert_eq!(listed("CANCELLED").await, [ids[1].clone()]);
+    assert!(listed("PENDING").await.is_empty());
     app.stop_and_drop_database().await;
 }
 
