@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,6 +40,30 @@ pub struct Deployment {
     /// by `TEST_POOLED_DATABASE_URL` (`scripts/test`'s pooled run).
     pub pooled_database_url: Option<String>,
     pub suffix: String,
+    /// Drops the database when the last copy of the deployment goes, even when its test
+    /// panicked before dropping it itself.
+    _database_guard: Arc<DropsDatabase>,
+}
+
+/// Drops a test database (if it still exists) when dropped.
+struct DropsDatabase(String);
+
+impl Drop for DropsDatabase {
+    fn drop(&mut self) {
+        let url = self.0.clone();
+        // Drop cannot await, and may run inside the test's runtime: a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for dropping the database");
+            runtime.block_on(async {
+                use sqlx::migrate::MigrateDatabase;
+                let _ = sqlx::Postgres::force_drop_database(&url).await;
+            });
+        });
+        let _ = dropped.join();
+    }
 }
 
 /// `url` with its database name replaced.
@@ -54,8 +78,10 @@ impl Deployment {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("oms_test_{suffix}");
+        let database_url = with_database(&base, &database);
         Deployment {
-            database_url: with_database(&base, &database),
+            _database_guard: Arc::new(DropsDatabase(database_url.clone())),
+            database_url,
             pooled_database_url: std::env::var("TEST_POOLED_DATABASE_URL")
                 .ok()
                 .map(|pooled| with_database(&pooled, &database)),

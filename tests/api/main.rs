@@ -13,6 +13,7 @@ mod dead_letters;
 mod delivery;
 mod faults;
 mod fuzz;
+mod harness;
 mod helpers;
 mod hostile_documents;
 mod http;
