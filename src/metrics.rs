@@ -18,6 +18,7 @@ pub struct Metrics {
     pub consumer_batch_events: HistogramVec,
     pub orders_pending_oldest_seconds: prometheus::Gauge,
     pub inbox_pruned: prometheus::IntCounter,
+    pub events_redelivered: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
@@ -100,6 +101,14 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            events_redelivered: IntCounterVec::new(
+                Opts::new(
+                    "events_redelivered_total",
+                    "Events delivered again after they were applied (recognised by the inbox; nothing changed), by consumer",
+                ),
+                &["consumer"],
+            )
+            .unwrap(),
             inbox_pruned: prometheus::IntCounter::new(
                 "inbox_pruned_total",
                 "Consumer inbox entries deleted once past the retention",
@@ -133,7 +142,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(metrics.events_redelivered.clone()),
             Box::new(metrics.inbox_pruned.clone()),
             Box::new(metrics.orders_pending_oldest_seconds.clone()),
             Box::new(metrics.consumer_batch_events.clone()),

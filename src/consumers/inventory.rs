@@ -7,7 +7,7 @@ use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service::applying::{
-    apply_inventory_check, apply_inventory_checks, reject_set_aside_placement,
+    apply_inventory_check, apply_inventory_checks, reject_set_aside_placement, INVENTORY_CONSUMER,
 };
 
 pub struct InventoryHandler {
@@ -25,7 +25,7 @@ impl Handler for InventoryHandler {
                 let applied =
                     apply_inventory_check(&self.pool, &self.outbox, event.event_id, event.order_id)
                         .await?;
-                record_outcome(&self.metrics, &applied);
+                record_outcome(&self.metrics, INVENTORY_CONSUMER, &applied);
                 Ok(())
             }
             other => Err(misplaced(&other)),
@@ -61,7 +61,7 @@ impl Handler for InventoryHandler {
             }
         }
         for applied in apply_inventory_checks(&self.pool, &self.outbox, &checks).await? {
-            record_outcome(&self.metrics, &applied);
+            record_outcome(&self.metrics, INVENTORY_CONSUMER, &applied);
         }
         Ok(())
     }

@@ -24,13 +24,19 @@ fn order_of(
     })
 }
 
-/// Counts an applied status change by the status it reached.
-fn record_outcome(metrics: &Metrics, applied: &Applied) {
-    if let Applied::Changed(order) = applied {
-        metrics
+/// Counts an applied status change by the status it reached, and a redelivered event by the
+/// consumer that recognised it.
+fn record_outcome(metrics: &Metrics, consumer: &str, applied: &Applied) {
+    match applied {
+        Applied::Changed(order) => metrics
             .status_changes
             .with_label_values(&[order.status.as_str()])
-            .inc();
+            .inc(),
+        Applied::Duplicate => metrics
+            .events_redelivered
+            .with_label_values(&[consumer])
+            .inc(),
+        Applied::Moot { .. } | Applied::Refused { .. } => {}
     }
 }
 

@@ -7,7 +7,7 @@ use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
-use crate::service::applying::{apply_requested_change, refuse_set_aside_request};
+use crate::service::applying::{apply_requested_change, refuse_set_aside_request, ORDERS_CONSUMER};
 
 pub struct OrdersHandler {
     pub pool: Db,
@@ -27,7 +27,7 @@ impl Handler for OrdersHandler {
                     request,
                 )
                 .await?;
-                record_outcome(&self.metrics, &applied);
+                record_outcome(&self.metrics, ORDERS_CONSUMER, &applied);
                 Ok(())
             }
             other => Err(HandleError::Poison(format!(

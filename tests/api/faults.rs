@@ -240,6 +240,18 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
         20 - 6 * 2,
         "each order deducted once"
     );
+    // The five were delivered again, and each recognised as applied.
+    let ops = restarted.ops_addr.expect("the operator endpoints");
+    let metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("oms_events_redelivered_total{consumer=\"inventory\"} 5\n"),
+        "{metrics}"
+    );
     let histories = api.history_lengths().await;
     assert_eq!(histories, vec![2; 6]);
     api.assert_invariants_hold().await;
