@@ -41,7 +41,7 @@ pub enum Command {
     /// Dead letters: list what the consumers set aside and why, or send it back to its topic
     /// once the cause is fixed (the consumers apply each event at most once).
     #[command(subcommand)]
-    Dlq(DlqAction),
+    Dlq(Box<DlqAction>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -317,6 +317,15 @@ pub struct KafkaArgs {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u32,
+    /// How long a consumer may go without polling before the group takes its partitions away
+    /// (at least the session timeout). oms keeps polling while its handlers wait on a database
+    /// that is down, so an outage does not trigger it.
+    #[arg(
+        long = "kafka-max-poll-interval-ms",
+        env = "KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 20_000
+    )]
+    pub max_poll_interval_ms: u32,
     /// librdkafka debug contexts (e.g. `consumer,fetch`), logged at debug level. Empty: off.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG", default_value = "")]
     pub kafka_debug: String,

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub orders_pending_oldest_seconds: prometheus::Gauge,
     pub inbox_pruned: prometheus::IntCounter,
     pub events_redelivered: IntCounterVec,
+    pub consumer_rebalances: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
@@ -101,6 +102,14 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            consumer_rebalances: IntCounterVec::new(
+                Opts::new(
+                    "consumer_rebalances_total",
+                    "Partition assignments this instance's consumers received, by group",
+                ),
+                &["group"],
+            )
+            .unwrap(),
             events_redelivered: IntCounterVec::new(
                 Opts::new(
                     "events_redelivered_total",
@@ -142,7 +151,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(metrics.consumer_rebalances.clone()),
             Box::new(metrics.events_redelivered.clone()),
             Box::new(metrics.inbox_pruned.clone()),
             Box::new(metrics.orders_pending_oldest_seconds.clone()),

@@ -18,7 +18,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -123,56 +123,103 @@ impl OffsetsInFlight {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The next unit to handle from `waiting`, in arrival order: up to `max_batch` messages of
+/// distinct keys, none of a key in flight or of a key an earlier waiting message holds (one
+/// key's messages are handled one after the other). Empty when none can start now.
+fn take_unit(
+    waiting: &mut VecDeque<OwnedMessage>,
+    keys_in_flight: &HashSet<Vec<u8>>,
+    max_batch: usize,
+) -> Vec<OwnedMessage> {
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut taken = Vec::new();
+    for (index, message) in waiting.iter().enumerate() {
+        if taken.len() == max_batch {
+            break;
+        }
+        let blocked = message
+            .key()
+            .is_some_and(|key| keys_in_flight.contains(key) || !seen.insert(key));
+        if !blocked {
+            taken.push(index);
+        }
+    }
+    // Removing from the back keeps the earlier indices valid.
+    let mut unit: Vec<OwnedMessage> = taken
+        .into_iter()
+        .rev()
+        .filter_map(|index| waiting.remove(index))
+        .collect();
+    unit.reverse();
+    unit
+}
+
 impl<H: Handler> ConsumerLoop<H> {
     /// Consumes until `shutdown`; then commits the offsets of everything handled.
+    ///
+    /// Received messages wait in a queue until a slot is free. The consumer is polled all the
+    /// while, even when every slot waits on a database that is down: a member that stops
+    /// polling for `max.poll.interval.ms` is put out of its group, and its partitions move. When
+    /// the queue is full, fetching is paused instead, and resumed once it has drained.
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.concurrency.max(1);
+        let max_batch = self.handler.max_batch().max(1);
+        let queue_limit = max_batch * concurrency + concurrency;
         let mut receive_backoff = Duration::from_millis(100);
         let mut in_flight = FuturesUnordered::new();
         let mut keys_in_flight: HashSet<Vec<u8>> = HashSet::new();
         let mut offsets = OffsetsInFlight::default();
+        let mut waiting: VecDeque<OwnedMessage> = VecDeque::new();
+        let mut paused = false;
         let mut topic = String::new();
         let mut interrupted = false;
         while !interrupted {
+            // What has already arrived joins the queue, so batches can form from it.
+            while waiting.len() < queue_limit {
+                let Some(Ok(message)) = self.consumer.recv().now_or_never() else {
+                    break;
+                };
+                waiting.push_back(message.detach());
+            }
+            while in_flight.len() < concurrency {
+                let unit = take_unit(&mut waiting, &keys_in_flight, max_batch);
+                let Some(first) = unit.first() else { break };
+                first.topic().clone_into(&mut topic);
+                for message in &unit {
+                    if let Some(key) = message.key() {
+                        keys_in_flight.insert(key.to_vec());
+                    }
+                    offsets.start(message.partition(), message.offset());
+                }
+                let (this, shutdown) = (&self, &shutdown);
+                in_flight.push(async move {
+                    let applied = this.process_unit(&unit, shutdown).await;
+                    unit.iter()
+                        .zip(applied)
+                        .map(|(message, applied)| Handled {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key().map(<[u8]>::to_vec),
+                            applied,
+                        })
+                        .collect::<Vec<_>>()
+                });
+            }
+            if !paused && waiting.len() >= queue_limit {
+                paused = self.pause_fetching(true);
+            } else if paused && waiting.len() < queue_limit / 2 {
+                paused = !self.pause_fetching(false);
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                     interrupted = !self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
                 }
-                received = self.consumer.recv(), if in_flight.len() < concurrency => match received {
+                received = self.consumer.recv() => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
-                        let message = message.detach();
-                        message.topic().clone_into(&mut topic);
-                        for unit in self.take_waiting(message, &keys_in_flight) {
-                            // One key at a time: wait for its earlier messages to finish.
-                            while unit.iter().any(|message| {
-                                message.key().is_some_and(|key| keys_in_flight.contains(key))
-                            }) {
-                                let Some(handled) = in_flight.next().await else { break };
-                                interrupted |= !self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
-                            }
-                            for message in &unit {
-                                if let Some(key) = message.key() {
-                                    keys_in_flight.insert(key.to_vec());
-                                }
-                                offsets.start(message.partition(), message.offset());
-                            }
-                            let (this, shutdown) = (&self, &shutdown);
-                            in_flight.push(async move {
-                                let applied = this.process_unit(&unit, shutdown).await;
-                                unit.iter()
-                                    .zip(applied)
-                                    .map(|(message, applied)| Handled {
-                                        partition: message.partition(),
-                                        offset: message.offset(),
-                                        key: message.key().map(<[u8]>::to_vec),
-                                        applied,
-                                    })
-                                    .collect::<Vec<_>>()
-                            });
-                        }
+                        waiting.push_back(message.detach());
                     }
                     Err(error) => {
                         tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
@@ -185,7 +232,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 },
             }
         }
-        // Handlers see the shutdown and stop retrying; what they applied is stored.
+        // Handlers see the shutdown and stop retrying; what they applied is stored. Messages
+        // still queued were not applied: their offsets are not stored, so they come again.
         while let Some(handled) = in_flight.next().await {
             self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
         }
@@ -194,37 +242,30 @@ impl<H: Handler> ConsumerLoop<H> {
         tracing::info!(consumer = self.name, "consumer stopped");
     }
 
-    /// `first` and the messages already waiting behind it (none are awaited), as units to
-    /// handle: a batch of up to [`Handler::max_batch`] messages of distinct keys not in
-    /// flight, then, if the batch stopped at a message whose key was taken, that message alone.
-    /// With one message waiting, the unit is that message: a batch never waits to fill.
-    fn take_waiting(
-        &self,
-        first: OwnedMessage,
-        keys_in_flight: &HashSet<Vec<u8>>,
-    ) -> Vec<Vec<OwnedMessage>> {
-        let max_batch = self.handler.max_batch().max(1);
-        let mut batch = vec![first];
-        let taken = |batch: &[OwnedMessage], key: Option<&[u8]>| {
-            key.is_some_and(|key| {
-                keys_in_flight.contains(key) || batch.iter().any(|m| m.key() == Some(key))
-            })
-        };
-        if taken(&[], batch[0].key()) {
-            return vec![batch];
-        }
-        while batch.len() < max_batch {
-            // Only what is already here; an error is reported by the next `recv`.
-            let Some(Ok(next)) = self.consumer.recv().now_or_never() else {
-                break;
-            };
-            let next = next.detach();
-            if taken(&batch, next.key()) {
-                return vec![batch, vec![next]];
+    /// Pauses (or resumes) fetching for the partitions this member holds; true when done.
+    fn pause_fetching(&self, pause: bool) -> bool {
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(consumer = self.name, %error, "reading the assignment failed");
+                return false;
             }
-            batch.push(next);
+        };
+        let done = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match done {
+            Ok(()) => {
+                tracing::debug!(consumer = self.name, pause, "fetching paused or resumed");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(consumer = self.name, %error, pause, "pausing or resuming fetching failed");
+                false
+            }
         }
-        vec![batch]
     }
 
     /// Handles one message, or a batch; one flag per message: applied (false: interrupted by

@@ -147,9 +147,11 @@ pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<Producer> {
         .context("creating the dead-letter producer")
 }
 
-/// Reports consumer lag per partition from librdkafka's periodic statistics.
+/// Reports consumer lag per partition from librdkafka's periodic statistics, and counts the
+/// group's rebalances.
 pub struct LagReporting {
     pub metrics: Metrics,
+    pub group: String,
 }
 
 impl ClientContext for LagReporting {
@@ -176,7 +178,21 @@ impl ClientContext for LagReporting {
     }
 }
 
-impl ConsumerContext for LagReporting {}
+impl ConsumerContext for LagReporting {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(group = %self.group, partitions = partitions.count(), "partitions assigned");
+            self.metrics
+                .consumer_rebalances
+                .with_label_values(&[&self.group])
+                .inc();
+        }
+    }
+}
 
 impl ConsumerContext for KafkaLogs {}
 
@@ -201,10 +217,16 @@ pub fn group_consumer(
         .set("session.timeout.ms", args.session_timeout_ms.to_string())
         // Also bounds how long a rebalance waits for a member that vanished without leaving
         // (a crash): the group's other members resume after this, not after the default 5 min.
-        .set("max.poll.interval.ms", "20000")
+        .set(
+            "max.poll.interval.ms",
+            args.max_poll_interval_ms
+                .max(args.session_timeout_ms)
+                .to_string(),
+        )
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(LagReporting {
             metrics: metrics.clone(),
+            group: group_id.to_owned(),
         })
         .with_context(|| format!("creating the Kafka consumer of group {group_id}"))
 }

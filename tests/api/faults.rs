@@ -258,3 +258,82 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
     restarted.stop().await;
     api.stop_and_drop_database().await;
 }
+
+/// This instance's count of partition assignments to `group`.
+async fn rebalances(ops: std::net::SocketAddr, group: &str) -> u64 {
+    let page = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("oms_consumer_rebalances_total{{group=\"{group}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_and_loses_nothing() {
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("DESK", 50).await;
+    let alice = api.customer("alice");
+    // Two slots, and a group that drops a member not polling for 6 s.
+    let consumers = crate::helpers::start_instance(
+        &deployment,
+        &[
+            "--components=consumers",
+            "--kafka-consumer-concurrency=2",
+            "--inventory-batch-max=1",
+            "--kafka-session-timeout-ms=6000",
+            "--kafka-max-poll-interval-ms=6000",
+        ],
+    )
+    .await;
+    let first = api.place_order_id(&alice, &[("DESK", 1)]).await;
+    api.wait_for_status(&alice, &first, "CONFIRMED").await;
+    let ops = consumers.ops_addr.expect("the operator endpoints");
+    let group = format!("oms-{}-inventory", deployment.suffix);
+    let assigned = rebalances(ops, &group).await;
+    assert!(assigned >= 1, "the consumer was assigned its partitions");
+
+    // The inbox is locked: every inventory check waits on it, both slots are taken, and more
+    // orders arrive.
+    let mut stall = api.pool.begin().await.unwrap();
+    sqlx::query("lock table processed_events in access exclusive mode")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let mut placed = Vec::new();
+    for _ in 0..6 {
+        placed.push(api.place_order_id(&alice, &[("DESK", 1)]).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from outbox where stream = 'inventory'")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the relay did not publish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stall outlasts the poll interval.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stall.rollback().await.unwrap();
+
+    for id in &placed {
+        api.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    assert_eq!(
+        rebalances(ops, &group).await,
+        assigned,
+        "the consumer left its group during the stall"
+    );
+    assert_eq!(api.stock_of("DESK").await, 50 - 7);
+    assert_eq!(api.history_lengths().await, vec![2; 7]);
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
+}
