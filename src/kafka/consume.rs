@@ -123,6 +123,17 @@ impl OffsetsInFlight {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Queues a received message. Its offset counts as in flight from now on, so no offset after
+/// it is stored (and committed) before it is applied, even while it waits.
+fn enqueue(
+    waiting: &mut VecDeque<OwnedMessage>,
+    offsets: &mut OffsetsInFlight,
+    message: OwnedMessage,
+) {
+    offsets.start(message.partition(), message.offset());
+    waiting.push_back(message);
+}
+
 /// The next unit to handle from `waiting`, in arrival order: up to `max_batch` messages of
 /// distinct keys, none of a key in flight or of a key an earlier waiting message holds (one
 /// key's messages are handled one after the other). Empty when none can start now.
@@ -179,7 +190,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 let Some(Ok(message)) = self.consumer.recv().now_or_never() else {
                     break;
                 };
-                waiting.push_back(message.detach());
+                enqueue(&mut waiting, &mut offsets, message.detach());
             }
             while in_flight.len() < concurrency {
                 let unit = take_unit(&mut waiting, &keys_in_flight, max_batch);
@@ -189,7 +200,6 @@ impl<H: Handler> ConsumerLoop<H> {
                     if let Some(key) = message.key() {
                         keys_in_flight.insert(key.to_vec());
                     }
-                    offsets.start(message.partition(), message.offset());
                 }
                 let (this, shutdown) = (&self, &shutdown);
                 in_flight.push(async move {
@@ -219,7 +229,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
-                        waiting.push_back(message.detach());
+                        enqueue(&mut waiting, &mut offsets, message.detach());
                     }
                     Err(error) => {
                         tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");

@@ -181,10 +181,15 @@ impl ClientContext for LagReporting {
 impl ConsumerContext for LagReporting {
     fn post_rebalance(
         &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         if let rdkafka::consumer::Rebalance::Assign(partitions) = rebalance {
+            // A partition paused while this member last held it may come back still paused;
+            // the consumer loop pauses again if its queue is full.
+            if let Err(error) = consumer.resume(partitions) {
+                tracing::warn!(group = %self.group, %error, "resuming assigned partitions failed");
+            }
             tracing::info!(group = %self.group, partitions = partitions.count(), "partitions assigned");
             self.metrics
                 .consumer_rebalances
