@@ -164,19 +164,7 @@ async fn a_poisoned_event_inside_a_batch_is_dead_lettered_and_its_neighbours_are
         orders.push(app.place_order_id(&alice, &[("COLD", 1)]).await);
     }
     // Everything is on the topic before a consumer starts, so it finds a backlog.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("select count(*) from outbox where stream = 'inventory'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not publish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_until_outbox_empty(&app).await;
 
     let consumers = start_instance(&app.deployment, &["--components=consumers"]).await;
     for order_id in &orders {
@@ -184,12 +172,7 @@ async fn a_poisoned_event_inside_a_batch_is_dead_lettered_and_its_neighbours_are
     }
     assert_eq!(app.stock_of("COLD").await, 12);
     let ops = consumers.ops_addr.expect("the operator endpoints");
-    let metrics = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_at(ops).await;
     let dead = format!("oms_dead_letters_total{{topic=\"{topic}\"}} 1");
     assert!(metrics.contains(&dead), "{metrics}");
     // Nine events in fewer units than nine: some were taken together.

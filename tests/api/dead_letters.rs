@@ -52,20 +52,20 @@ async fn an_order_whose_placement_is_set_aside_is_rejected_saying_so_and_its_sub
     app.stop_and_drop_database().await;
 }
 
-#[tokio::test]
-async fn a_status_request_set_aside_is_announced_to_its_requester_as_refused() {
-    let app = TestApp::spawn().await;
+/// A confirmed order of alice's (one HORN of five) whose cancellation the database refuses:
+/// returns her token, the order and the change her subscription received for the request.
+async fn set_aside_a_cancellation(app: &TestApp) -> (String, String, Value) {
     app.stock("HORN", 5).await;
     let alice = app.customer("alice");
     let order_id = app.place_order_id(&alice, &[("HORN", 1)]).await;
     app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
-    refuse_changes_to(&app, "CANCELLED").await;
+    refuse_changes_to(app, "CANCELLED").await;
 
     let mut subscription = app.follow_order(&alice, &order_id).await;
     let asked = app.update_status(&alice, &order_id, "CANCELLED").await;
     assert_eq!(asked["accepted"], true, "{asked}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let refused: Value = loop {
+    let refused = loop {
         let change = tokio::time::timeout_at(deadline.into(), subscription.next_data())
             .await
             .expect("the refusal arrives");
@@ -73,6 +73,13 @@ async fn a_status_request_set_aside_is_announced_to_its_requester_as_refused() {
             break change;
         }
     };
+    (alice, order_id, refused)
+}
+
+#[tokio::test]
+async fn a_status_request_set_aside_is_announced_to_its_requester_as_refused() {
+    let app = TestApp::spawn().await;
+    let (_, _, refused) = set_aside_a_cancellation(&app).await;
     assert_eq!(refused["reason"], SET_ASIDE_REFUSAL, "{refused}");
     assert_eq!(refused["requestedStatus"], "CANCELLED", "{refused}");
     assert_eq!(refused["to"], "CONFIRMED", "{refused}");
@@ -111,20 +118,25 @@ async fn how_long_the_oldest_pending_order_has_waited_is_in_the_metrics() {
     app.stop_and_drop_database().await;
 }
 
-/// Runs `oms dlq <args>` against the deployment's topics; returns its stdout lines.
-async fn oms_dlq(app: &TestApp, args: &[&str]) -> Vec<String> {
+/// Runs `oms dlq <args>` against the deployment's topics.
+async fn run_oms_dlq(app: &TestApp, args: &[&str]) -> std::process::Output {
     let kafka_flags: Vec<String> = crate::helpers::serve_flags(&app.deployment, &[])
         .into_iter()
         .filter(|flag| flag.starts_with("--kafka-"))
         .collect();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
         .arg("dlq")
         .args(args)
         .args(kafka_flags)
         .env("RUST_LOG", "warn")
         .output()
         .await
-        .expect("oms runs");
+        .expect("oms runs")
+}
+
+/// Runs `oms dlq <args>`, which must succeed; returns its stdout lines.
+async fn oms_dlq(app: &TestApp, args: &[&str]) -> Vec<String> {
+    let output = run_oms_dlq(app, args).await;
     assert!(output.status.success(), "oms dlq {args:?}: {output:?}");
     String::from_utf8(output.stdout)
         .unwrap()
@@ -136,14 +148,7 @@ async fn oms_dlq(app: &TestApp, args: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn an_operator_lists_a_set_aside_request_and_replays_it_once_the_cause_is_fixed() {
     let app = TestApp::spawn().await;
-    app.stock("HORN", 5).await;
-    let alice = app.customer("alice");
-    let order_id = app.place_order_id(&alice, &[("HORN", 1)]).await;
-    app.wait_for_status(&alice, &order_id, "CONFIRMED").await;
-    refuse_changes_to(&app, "CANCELLED").await;
-    let mut subscription = app.follow_order(&alice, &order_id).await;
-    app.update_status(&alice, &order_id, "CANCELLED").await;
-    while subscription.next_data().await["outcome"] != "REFUSED" {}
+    let (alice, order_id, _) = set_aside_a_cancellation(&app).await;
 
     let listed = oms_dlq(&app, &["list", "--topic", "orders", "--json"]).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -188,16 +193,7 @@ async fn an_operator_lists_a_set_aside_request_and_replays_it_once_the_cause_is_
 #[tokio::test]
 async fn replaying_without_saying_which_dead_letters_is_refused() {
     let app = TestApp::spawn().await;
-    let kafka_flags: Vec<String> = crate::helpers::serve_flags(&app.deployment, &[])
-        .into_iter()
-        .filter(|flag| flag.starts_with("--kafka-"))
-        .collect();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oms"))
-        .args(["dlq", "replay", "--topic", "inventory"])
-        .args(kafka_flags)
-        .output()
-        .await
-        .unwrap();
+    let output = run_oms_dlq(&app, &["replay", "--topic", "inventory"]).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

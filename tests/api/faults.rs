@@ -242,12 +242,7 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
     );
     // The five were delivered again, and each recognised as applied.
     let ops = restarted.ops_addr.expect("the operator endpoints");
-    let metrics = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_at(ops).await;
     assert!(
         metrics.contains("oms_events_redelivered_total{consumer=\"inventory\"} 5\n"),
         "{metrics}"
@@ -261,12 +256,7 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
 
 /// This instance's count of partition assignments to `group`.
 async fn rebalances(ops: std::net::SocketAddr, group: &str) -> u64 {
-    let page = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::helpers::metrics_at(ops).await;
     let prefix = format!("oms_consumer_rebalances_total{{group=\"{group}\"}} ");
     page.lines()
         .find_map(|line| line.strip_prefix(&prefix))
@@ -310,16 +300,7 @@ async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_a
     for _ in 0..6 {
         placed.push(api.place_order_id(&alice, &[("DESK", 1)]).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("select count(*) from outbox where stream = 'inventory'")
-        .fetch_one(&api.pool)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(Instant::now() < deadline, "the relay did not publish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_until_outbox_empty(&api).await;
     // The stall outlasts the poll interval.
     tokio::time::sleep(Duration::from_secs(10)).await;
     stall.rollback().await.unwrap();

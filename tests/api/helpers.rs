@@ -675,18 +675,40 @@ impl Subscription {
     }
 }
 
+/// The Prometheus page of the instance whose operator endpoints are at `addr`.
+pub async fn metrics_at(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("the metrics endpoint answers")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the relay has published everything waiting in the outbox of `app`'s database.
+pub async fn wait_until_outbox_empty(app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not publish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the instance at `addr` counts `count` live subscriptions (its
 /// `oms_live_subscriptions` gauge, read from the feeds at every scrape): the subscriptions a
 /// test started are registered, so no event can pass them by.
 pub async fn wait_for_live_subscriptions(addr: std::net::SocketAddr, count: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = metrics_at(addr).await;
         let live = page
             .lines()
             .find_map(|line| line.strip_prefix("oms_live_subscriptions "))

@@ -148,12 +148,7 @@ async fn the_operator_endpoints_move_off_the_public_port_when_given_an_address_o
     }
     let ops = app.ops_addr().expect("the operator address");
     crate::helpers::wait_until_ready(ops).await;
-    let metrics = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_at(ops).await;
     assert!(metrics.contains("oms_outbox_backlog"), "{metrics}");
 
     // A consumers-only process serves them too, on its listen address when given no other.

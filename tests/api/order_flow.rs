@@ -252,19 +252,7 @@ async fn an_api_only_instance_and_a_consumers_only_instance_together_run_the_flo
     let order_id = api.place_order_id(&alice, &[("BOLT", 2)]).await;
 
     // Without consumers nothing decides the order, though its event has left for Kafka.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("select count(*) from outbox")
-        .fetch_one(&api.pool)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not publish"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_until_outbox_empty(&api).await;
     let pending = api
         .query(
             &alice,
