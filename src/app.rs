@@ -143,6 +143,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
                     pool: pool.clone(),
                     outbox: outbox.clone(),
                     metrics: metrics.clone(),
+                    max_batch: args.kafka.orders_batch_max.max(1),
                 },
             )
         }),

@@ -292,6 +292,14 @@ pub struct KafkaArgs {
         default_value_t = 64
     )]
     pub inventory_batch_max: usize,
+    /// Most status requests the orders consumer applies in one transaction, from what is
+    /// already waiting (never two of one order). 1: one transaction per request.
+    #[arg(
+        long = "orders-batch-max",
+        env = "OMS_ORDERS_BATCH_MAX",
+        default_value_t = 64
+    )]
+    pub orders_batch_max: usize,
     /// Most messages the producer packs into one record batch. Apache Kafka: leave the default.
     /// tansu (local runs and tests) needs 1: a consumer resuming at an offset inside a
     /// multi-record batch is sent only the batches after it, so the rest of that batch is lost.

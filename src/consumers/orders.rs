@@ -7,12 +7,16 @@ use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
-use crate::service::applying::{apply_requested_change, refuse_set_aside_request, ORDERS_CONSUMER};
+use crate::service::applying::{
+    apply_requested_change, apply_requested_changes, refuse_set_aside_request, ORDERS_CONSUMER,
+};
 
 pub struct OrdersHandler {
     pub pool: Db,
     pub outbox: OutboxWaker,
     pub metrics: Metrics,
+    /// Most status requests applied in one transaction.
+    pub max_batch: usize,
 }
 
 impl Handler for OrdersHandler {
@@ -30,11 +34,28 @@ impl Handler for OrdersHandler {
                 record_outcome(&self.metrics, ORDERS_CONSUMER, &applied);
                 Ok(())
             }
-            other => Err(HandleError::Poison(format!(
-                "{} does not belong on the orders topic",
-                other.type_name()
-            ))),
+            other => Err(misplaced(other)),
         }
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), HandleError> {
+        let mut requests = Vec::with_capacity(events.len());
+        for event in events {
+            match &event.body {
+                EventBody::StatusChangeRequested(request) => {
+                    requests.push((event.event_id, event.order_id, request))
+                }
+                other => return Err(misplaced(other)),
+            }
+        }
+        for applied in apply_requested_changes(&self.pool, &self.outbox, &requests).await? {
+            record_outcome(&self.metrics, ORDERS_CONSUMER, &applied);
+        }
+        Ok(())
     }
 
     /// A status request set aside is announced as refused, so its requester is not left with
@@ -47,4 +68,11 @@ impl Handler for OrdersHandler {
         }
         Ok(())
     }
+}
+
+fn misplaced(body: &EventBody) -> HandleError {
+    HandleError::Poison(format!(
+        "{} does not belong on the orders topic",
+        body.type_name()
+    ))
 }

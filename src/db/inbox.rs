@@ -1,6 +1,6 @@
 //! The consumers' inbox (`processed_events`): which events each consumer has applied, so a
 //! redelivered one changes nothing. Entries are written with the effect they mark (see
-//! `orders::lock_for_event`); here they are only pruned.
+//! `orders::lock_for_events`); here they are only pruned.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;

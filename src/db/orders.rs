@@ -131,39 +131,13 @@ pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Ve
     .await
 }
 
-/// An order read and locked for a consumer's event (see [`lock_for_event`]).
+/// An order read and locked for a consumer's event (see [`lock_for_events`]).
 #[derive(sqlx::FromRow, Debug)]
 pub struct OrderForEvent {
     /// False when the consumer applied this event before: nothing is to be done.
     pub first_time: bool,
     #[sqlx(flatten)]
     pub order: OrderRow,
-}
-
-/// In one round trip: marks `event_id` as applied by `consumer` (its inbox, so a redelivered
-/// event is recognised) and reads the order it names, locking its row until the transaction
-/// ends: every status change of one order is serialised on this lock. None when no such order
-/// exists.
-pub async fn lock_for_event(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event_id: Uuid,
-    order_id: Uuid,
-) -> sqlx::Result<Option<OrderForEvent>> {
-    super::query_as(&format!(
-        "with inbox as (
-             insert into processed_events (consumer, event_id) values ($1, $2)
-             on conflict do nothing
-             returning 1
-         )
-         select exists(select 1 from inbox) as first_time, {ORDER_COLUMNS}
-         from orders where id = $3 for update of orders"
-    ))
-    .bind(consumer)
-    .bind(event_id)
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await
 }
 
 /// An event of a batch with its order, as [`lock_for_events`] found them.
@@ -174,9 +148,11 @@ pub struct BatchOrderForEvent {
     pub locked: OrderForEvent,
 }
 
-/// [`lock_for_event`] for a batch of `(event_id, order_id)` pairs, in one round trip: the
-/// orders are locked in one global order (by id). An event whose order does not exist is
-/// missing from the result.
+/// In one round trip, for a batch of `(event_id, order_id)` pairs: marks each event as applied
+/// by `consumer` (its inbox, so a redelivered event is recognised) and reads the order it names,
+/// locking the orders' rows, in one global order (by id), until the transaction ends: every
+/// status change of one order is serialised on this lock. An event whose order does not exist
+/// is missing from the result.
 pub async fn lock_for_events(
     conn: &mut PgConnection,
     consumer: &str,

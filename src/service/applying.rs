@@ -100,18 +100,7 @@ pub async fn apply_inventory_checks(
         .filter(|row| row.first_time && row.order.status == OrderStatus::Pending)
         .map(|row| row.order.id)
         .collect();
-    let mut lines: HashMap<Uuid, Vec<LineStock>> = HashMap::new();
-    let mut stock: HashMap<String, InventoryItemRow> = HashMap::new();
-    if !waiting.is_empty() {
-        for (order_id, line) in db::inventory::lock_stock_of_orders(&mut tx, &waiting).await? {
-            if let Some(item) = &line.item {
-                stock
-                    .entry(item.sku.clone())
-                    .or_insert_with(|| item.clone());
-            }
-            lines.entry(order_id).or_default().push(line);
-        }
-    }
+    let (mut lines, mut stock) = lock_stock_of(&mut tx, &waiting).await?;
     // Outcomes in arrival order; None where a change is written below.
     let mut outcomes: Vec<Option<Applied>> = Vec::with_capacity(events.len());
     let mut prepared_changes = Vec::new();
@@ -161,44 +150,13 @@ pub async fn apply_inventory_checks(
                 stock_reason: StockChangeReason::OrderConfirmed,
             }
         };
-        let prepared = prepare_change(&order, &change);
-        if fits {
-            // The next order of the batch sees the stock this one left.
-            for (item, delta) in &moves {
-                let moved = item.moved_by(*delta, prepared.order.updated_at).item;
-                stock.insert(moved.sku.clone(), moved);
-            }
-        }
-        prepared_changes.push((prepared, moves));
+        // The next order of the batch sees the stock this one left.
+        prepared_changes.push(prepare_in_batch(&order, &change, &moves, &mut stock));
         outcomes.push(None);
     }
-    // Every change of the batch in one statement.
-    let stock_moves: Vec<Vec<(&InventoryItemRow, i32)>> = prepared_changes
-        .iter()
-        .map(|(_, moves)| moves.iter().map(|(item, delta)| (item, *delta)).collect())
-        .collect();
-    let writes: Vec<ChangeToWrite<'_>> = prepared_changes
-        .iter()
-        .zip(&stock_moves)
-        .map(|((prepared, _), moves)| prepared.to_write(moves))
-        .collect();
-    if !writes.is_empty() {
-        db::orders::write_changes(&mut tx, &writes).await?;
-    }
+    write_prepared(&mut tx, &prepared_changes).await?;
     tx.commit().await?;
-    let mut changed = prepared_changes
-        .into_iter()
-        .map(|(prepared, _)| prepared.order);
-    let outcomes: Vec<Applied> = outcomes
-        .into_iter()
-        .map(|outcome| {
-            outcome.unwrap_or_else(|| {
-                let order = changed.next().expect("one change per order decided");
-                tracing::info!(order_id = %order.id, status = %order.status, "inventory check applied");
-                Applied::Changed(order)
-            })
-        })
-        .collect();
+    let outcomes = settle_outcomes(outcomes, prepared_changes, "inventory check applied");
     if outcomes
         .iter()
         .any(|outcome| matches!(outcome, Applied::Changed(_)))
@@ -206,6 +164,88 @@ pub async fn apply_inventory_checks(
         outbox.wake();
     }
     Ok(outcomes)
+}
+
+/// The lines of `order_ids` by order, each with its item, and the items by SKU, locked.
+async fn lock_stock_of(
+    tx: &mut Transaction<'_, Postgres>,
+    order_ids: &[Uuid],
+) -> sqlx::Result<(
+    HashMap<Uuid, Vec<LineStock>>,
+    HashMap<String, InventoryItemRow>,
+)> {
+    let mut lines: HashMap<Uuid, Vec<LineStock>> = HashMap::new();
+    let mut stock: HashMap<String, InventoryItemRow> = HashMap::new();
+    if order_ids.is_empty() {
+        return Ok((lines, stock));
+    }
+    for (order_id, line) in db::inventory::lock_stock_of_orders(tx, order_ids).await? {
+        if let Some(item) = &line.item {
+            stock
+                .entry(item.sku.clone())
+                .or_insert_with(|| item.clone());
+        }
+        lines.entry(order_id).or_default().push(line);
+    }
+    Ok((lines, stock))
+}
+
+/// A change prepared in a batch, with the stock it moves (each item as the changes before it
+/// in the batch left it).
+type PreparedWithMoves = (PreparedChange, Vec<(InventoryItemRow, i32)>);
+
+/// Prepares `change` of `order` and moves `stock` (the batch's view of its items) as it does.
+fn prepare_in_batch(
+    order: &OrderRow,
+    change: &Change<'_>,
+    moves: &[(InventoryItemRow, i32)],
+    stock: &mut HashMap<String, InventoryItemRow>,
+) -> PreparedWithMoves {
+    let prepared = prepare_change(order, change);
+    for (item, delta) in moves {
+        let moved = item.moved_by(*delta, prepared.order.updated_at).item;
+        stock.insert(moved.sku.clone(), moved);
+    }
+    (prepared, moves.to_vec())
+}
+
+/// Writes every prepared change of a batch in one statement.
+async fn write_prepared(
+    tx: &mut Transaction<'_, Postgres>,
+    prepared: &[PreparedWithMoves],
+) -> sqlx::Result<()> {
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    let stock_moves: Vec<Vec<(&InventoryItemRow, i32)>> = prepared
+        .iter()
+        .map(|(_, moves)| moves.iter().map(|(item, delta)| (item, *delta)).collect())
+        .collect();
+    let writes: Vec<ChangeToWrite<'_>> = prepared
+        .iter()
+        .zip(&stock_moves)
+        .map(|((prepared, _), moves)| prepared.to_write(moves))
+        .collect();
+    db::orders::write_changes(tx, &writes).await
+}
+
+/// The batch's outcomes in arrival order: each `None` is the next written change.
+fn settle_outcomes(
+    outcomes: Vec<Option<Applied>>,
+    prepared: Vec<PreparedWithMoves>,
+    what: &'static str,
+) -> Vec<Applied> {
+    let mut changed = prepared.into_iter().map(|(prepared, _)| prepared.order);
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                let order = changed.next().expect("one change per order decided");
+                tracing::info!(order_id = %order.id, status = %order.status, "{what}");
+                Applied::Changed(order)
+            })
+        })
+        .collect()
 }
 
 /// How an order's lines fit the stock: the deductions when every line fits, else why not.
@@ -246,55 +286,133 @@ pub async fn apply_requested_change(
     order_id: Uuid,
     request: &StatusChangeRequested,
 ) -> Result<Applied, ApplyError> {
+    let mut applied =
+        apply_requested_changes(pool, outbox, &[(event_id, order_id, request)]).await?;
+    Ok(applied.pop().expect("one outcome per request"))
+}
+
+/// What a request asks of its order, decided before any stock is read.
+enum Decided {
+    Done(Applied),
+    Refuse(OrderRow, String),
+    Apply {
+        order: OrderRow,
+        restores_stock: bool,
+    },
+}
+
+/// The requested changes of several orders (`(event_id, order_id, request)`, in arrival order)
+/// in one transaction: the orders locked once, each request decided as alone, the stock of the
+/// cancelled deducted orders locked once and restored, every change written in one statement
+/// and every refusal announced, one commit. One outcome per request, in order.
+#[tracing::instrument(name = "apply status changes", skip_all, fields(requests = requests.len()))]
+pub async fn apply_requested_changes(
+    pool: &Db,
+    outbox: &OutboxWaker,
+    requests: &[(Uuid, Uuid, &StatusChangeRequested)],
+) -> Result<Vec<Applied>, ApplyError> {
     let mut tx = pool.begin().await?;
-    let Some(order) = lock_for_event(&mut tx, ORDERS_CONSUMER, event_id, order_id).await? else {
-        return Ok(Applied::Duplicate);
-    };
-    let actor = &request.requested_by;
-    let decision = may_request_status(actor.role, actor.user_id == order.user_id, request.to)
-        .map_err(|refusal| refusal.to_string())
-        .and_then(|()| {
-            order
-                .status
-                .transition_to(request.to, ChangeOrigin::Request)
-                .map_err(|refusal| refusal.to_string())
+    let pairs: Vec<(Uuid, Uuid)> = requests
+        .iter()
+        .map(|(event_id, order_id, _)| (*event_id, *order_id))
+        .collect();
+    let mut locked: HashMap<Uuid, OrderForEvent> =
+        db::orders::lock_for_events(&mut tx, ORDERS_CONSUMER, &pairs)
+            .await?
+            .into_iter()
+            .map(|row| (row.event_id, row.locked))
+            .collect();
+    let mut decided = Vec::with_capacity(requests.len());
+    for (event_id, order_id, request) in requests {
+        let row = locked
+            .remove(event_id)
+            .ok_or(ApplyError::UnknownOrder(*order_id))?;
+        if !row.first_time {
+            tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
+            decided.push(Decided::Done(Applied::Duplicate));
+            continue;
+        }
+        let order = row.order;
+        let actor = &request.requested_by;
+        let decision = may_request_status(actor.role, actor.user_id == order.user_id, request.to)
+            .map_err(|refusal| refusal.to_string())
+            .and_then(|()| {
+                order
+                    .status
+                    .transition_to(request.to, ChangeOrigin::Request)
+                    .map_err(|refusal| refusal.to_string())
+            });
+        decided.push(match decision {
+            Err(message) => Decided::Refuse(order, message),
+            Ok(Transition::NoOp) => Decided::Done(Applied::Moot {
+                status: order.status,
+            }),
+            Ok(Transition::Apply { restores_stock }) => Decided::Apply {
+                order,
+                restores_stock,
+            },
         });
-    let outcome = match decision {
-        Err(message) => {
-            refuse(&mut tx, &order, request, &message).await?;
-            Applied::Refused { message }
-        }
-        Ok(Transition::NoOp) => Applied::Moot {
-            status: order.status,
-        },
-        Ok(Transition::Apply { restores_stock }) => {
-            let restoring = restores_stock && order.stock_deducted;
-            let stock = if restoring {
-                db::inventory::lock_stock_of_order(&mut tx, order.id).await?
-            } else {
-                Vec::new()
-            };
-            let change = Change {
-                to: request.to,
-                reason: request.reason.clone(),
-                stock_deducted: order.stock_deducted && !restores_stock,
-                actor: Some(actor.clone()),
+    }
+    let restoring: Vec<Uuid> = decided
+        .iter()
+        .filter_map(|decided| match decided {
+            Decided::Apply {
+                order,
+                restores_stock: true,
+            } if order.stock_deducted => Some(order.id),
+            _ => None,
+        })
+        .collect();
+    let (mut lines, mut stock) = lock_stock_of(&mut tx, &restoring).await?;
+    let mut outcomes: Vec<Option<Applied>> = Vec::with_capacity(requests.len());
+    let mut prepared_changes = Vec::new();
+    let mut refusals = Vec::new();
+    for ((_, _, request), decided) in requests.iter().zip(decided) {
+        match decided {
+            Decided::Done(applied) => outcomes.push(Some(applied)),
+            Decided::Refuse(order, message) => {
+                refusals.push(refusal_of(&order, request, &message));
+                outcomes.push(Some(Applied::Refused { message }));
+            }
+            Decided::Apply {
+                order,
+                restores_stock,
+            } => {
                 // Every line's item exists: the lines' foreign key keeps a SKU with orders.
-                stock_moves: stock
+                let moves: Vec<(InventoryItemRow, i32)> = lines
+                    .remove(&order.id)
+                    .unwrap_or_default()
                     .iter()
-                    .filter_map(|line| line.item.as_ref().map(|item| (item, line.requested)))
-                    .collect(),
-                stock_reason: StockChangeReason::OrderCancelled,
-            };
-            Applied::Changed(change_status(&mut tx, &order, change).await?)
+                    .filter_map(|line| {
+                        stock
+                            .get(&line.sku)
+                            .map(|item| (item.clone(), line.requested))
+                    })
+                    .collect();
+                let change = Change {
+                    to: request.to,
+                    reason: request.reason.clone(),
+                    stock_deducted: order.stock_deducted && !restores_stock,
+                    actor: Some(request.requested_by.clone()),
+                    stock_moves: moves.iter().map(|(item, delta)| (item, *delta)).collect(),
+                    stock_reason: StockChangeReason::OrderCancelled,
+                };
+                prepared_changes.push(prepare_in_batch(&order, &change, &moves, &mut stock));
+                outcomes.push(None);
+            }
         }
-    };
+    }
+    write_prepared(&mut tx, &prepared_changes).await?;
+    db::outbox::enqueue(&mut *tx, &refusals).await?;
     tx.commit().await?;
-    if matches!(outcome, Applied::Changed(_) | Applied::Refused { .. }) {
+    let outcomes = settle_outcomes(outcomes, prepared_changes, "status request applied");
+    if outcomes
+        .iter()
+        .any(|outcome| matches!(outcome, Applied::Changed(_) | Applied::Refused { .. }))
+    {
         outbox.wake();
     }
-    tracing::info!(order_id = %order.id, %event_id, outcome = ?outcome, "status request applied");
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 /// What a customer reads when their order's placement was set aside: the technical reason is
@@ -348,24 +466,6 @@ pub async fn refuse_set_aside_request(
     tx.commit().await?;
     outbox.wake();
     Ok(())
-}
-
-/// Marks the event as applied by `consumer` and locks its order; None when the event was
-/// applied before (a redelivery).
-async fn lock_for_event(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event_id: Uuid,
-    order_id: Uuid,
-) -> Result<Option<OrderRow>, ApplyError> {
-    let locked = db::orders::lock_for_event(conn, consumer, event_id, order_id)
-        .await?
-        .ok_or(ApplyError::UnknownOrder(order_id))?;
-    if !locked.first_time {
-        tracing::info!(%order_id, %event_id, "event already applied; skipping the redelivery");
-        return Ok(None);
-    }
-    Ok(Some(locked.order))
 }
 
 /// A status change of a locked order.
@@ -455,6 +555,11 @@ async fn refuse(
     request: &StatusChangeRequested,
     message: &str,
 ) -> sqlx::Result<()> {
+    db::outbox::enqueue(conn, &[refusal_of(order, request, message)]).await
+}
+
+/// The `StatusChangeRefused` announcing that `request` was refused for `message`.
+fn refusal_of(order: &OrderRow, request: &StatusChangeRequested, message: &str) -> OutboxMessage {
     let refused = Event::new(
         order.id,
         order.version,
@@ -466,5 +571,5 @@ async fn refuse(
             requested_by: request.requested_by.clone(),
         }),
     );
-    db::outbox::enqueue(conn, &[(&refused).into()]).await
+    (&refused).into()
 }

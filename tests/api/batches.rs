@@ -183,3 +183,59 @@ async fn a_poisoned_event_inside_a_batch_is_dead_lettered_and_its_neighbours_are
     app.assert_invariants_hold().await;
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn a_batch_of_status_requests_decides_each_as_alone_and_restores_stock_once() {
+    use oms::auth::Role;
+    use oms::domain::events::{Actor, StatusChangeRequested};
+    use oms::service::applying::apply_requested_changes;
+    let app = TestApp::spawn().await;
+    app.stock("LAMP", 10).await;
+    let alice = app.customer("alice");
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let id = app.place_order_id(&alice, &[("LAMP", 2)]).await;
+        app.wait_for_status(&alice, &id, "CONFIRMED").await;
+        orders.push(id.parse::<Uuid>().unwrap());
+    }
+    assert_eq!(app.stock_of("LAMP").await, 4);
+    let asked = |to: OrderStatus, user: &str, role: Role| StatusChangeRequested {
+        to,
+        reason: None,
+        requested_by: Actor {
+            user_id: user.to_owned(),
+            role,
+        },
+    };
+    let cancel = asked(OrderStatus::Cancelled, "alice", Role::Customer);
+    let receive = asked(OrderStatus::Received, "staff-1", Role::Staff);
+    let customer_receive = asked(OrderStatus::Received, "alice", Role::Customer);
+    let batch = [
+        (Uuid::now_v7(), orders[0], &cancel),
+        (Uuid::now_v7(), orders[1], &receive),
+        (Uuid::now_v7(), orders[2], &customer_receive),
+    ];
+
+    let outcomes = apply_requested_changes(&app.db(), &OutboxWaker::default(), &batch)
+        .await
+        .unwrap();
+    assert_eq!(status_of(&outcomes[0]), Some(OrderStatus::Cancelled));
+    assert_eq!(status_of(&outcomes[1]), Some(OrderStatus::Received));
+    assert!(
+        matches!(&outcomes[2], Applied::Refused { message } if message.contains("cancel")),
+        "{:?}",
+        outcomes[2]
+    );
+    // The cancelled order's two units came back, once.
+    assert_eq!(app.stock_of("LAMP").await, 6);
+    let again = apply_requested_changes(&app.db(), &OutboxWaker::default(), &batch)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|outcome| *outcome == Applied::Duplicate),
+        "{again:?}"
+    );
+    assert_eq!(app.stock_of("LAMP").await, 6);
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
+}
