@@ -122,6 +122,8 @@ impl OffsetsInFlight {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Messages a consumer queues at least before it pauses fetching.
+const QUEUE_MIN: usize = 1024;
 
 /// Queues a received message. Its offset counts as in flight from now on, so no offset after
 /// it is stored (and committed) before it is applied, even while it waits.
@@ -175,7 +177,9 @@ impl<H: Handler> ConsumerLoop<H> {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.concurrency.max(1);
         let max_batch = self.handler.max_batch().max(1);
-        let queue_limit = max_batch * concurrency + concurrency;
+        // Generous: pausing and resuming costs fetches, and a queued message is small. The
+        // bound only matters while the handlers cannot keep up (a database outage).
+        let queue_limit = (max_batch * concurrency * 4).max(QUEUE_MIN);
         let mut receive_backoff = Duration::from_millis(100);
         let mut in_flight = FuturesUnordered::new();
         let mut keys_in_flight: HashSet<Vec<u8>> = HashSet::new();
