@@ -68,7 +68,7 @@ fn args() -> Args {
     };
     let usage =
         "usage: load [--mode profile|open|broker|read] [--users N] [--seconds S] [--rate R] \
-                 [--catalogue uniform|hot] [--messages N] [--json FILE] [--serve-flag FLAG]...";
+                 [--catalogue uniform|hot|one-hot] [--messages N] [--json FILE] [--serve-flag FLAG]...";
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
         let [flag, value] = pair else {
@@ -92,33 +92,56 @@ fn args() -> Args {
 
 /// The catalogue orders draw from: `uniform` spreads them over 50,000 SKUs with ample stock;
 /// `hot` sends 90% of lines to 5 SKUs whose stock runs out during the run (so orders are also
-/// rejected, and overselling would show).
-struct Catalogue {
-    hot: bool,
+/// rejected, and overselling would show); `one-hot` puts one unit of the same SKU, whose stock
+/// lasts, in every order (every check locks that one row), beside 0-2 uniform lines.
+#[derive(Clone, Copy, PartialEq)]
+enum Catalogue {
+    Uniform,
+    Hot,
+    OneHot,
 }
 
 const UNIFORM_SKUS: usize = 50_000;
 const HOT_SKUS: usize = 5;
+const ONE_HOT_SKU: &str = "HOT-ONE";
 
 impl Catalogue {
+    fn named(name: &str) -> Catalogue {
+        match name {
+            "hot" => Catalogue::Hot,
+            "one-hot" => Catalogue::OneHot,
+            _ => Catalogue::Uniform,
+        }
+    }
+
     fn items(&self) -> Vec<(String, String, i32, i32)> {
         let mut items: Vec<_> = (0..UNIFORM_SKUS)
             .map(|i| (format!("SKU-{i:05}"), format!("Item {i}"), 1_000_000, 10))
             .collect();
-        if self.hot {
-            items.extend(
+        match self {
+            Catalogue::Uniform => {}
+            Catalogue::Hot => items.extend(
                 (0..HOT_SKUS).map(|i| (format!("HOT-{i}"), format!("Hot {i}"), 2_000, 100)),
-            );
+            ),
+            Catalogue::OneHot => items.push((
+                ONE_HOT_SKU.to_owned(),
+                "The hot one".to_owned(),
+                100_000_000,
+                100,
+            )),
         }
         items
     }
 
-    /// 1 to 3 lines of 1 to 3 units each.
+    /// 1 to 3 lines of 1 to 3 units each (`one-hot`: one unit of the hot SKU first).
     fn order_lines(&self) -> Value {
         let lines = fastrand::usize(1..=3);
         let mut skus = Vec::with_capacity(lines);
+        if *self == Catalogue::OneHot {
+            skus.push(ONE_HOT_SKU.to_owned());
+        }
         while skus.len() < lines {
-            let sku = if self.hot && fastrand::f64() < 0.9 {
+            let sku = if *self == Catalogue::Hot && fastrand::f64() < 0.9 {
                 format!("HOT-{}", fastrand::usize(0..HOT_SKUS))
             } else {
                 format!("SKU-{:05}", fastrand::usize(0..UNIFORM_SKUS))
@@ -128,7 +151,14 @@ impl Catalogue {
             }
         }
         skus.into_iter()
-            .map(|sku| json!({ "sku": sku, "quantity": fastrand::i32(1..=3) }))
+            .map(|sku| {
+                let quantity = if sku == ONE_HOT_SKU {
+                    1
+                } else {
+                    fastrand::i32(1..=3)
+                };
+                json!({ "sku": sku, "quantity": quantity })
+            })
             .collect()
     }
 }
@@ -531,9 +561,7 @@ fn summary(values: &mut [f64]) -> Value {
 }
 
 async fn run_api(args: &Args) -> Value {
-    let catalogue = Arc::new(Catalogue {
-        hot: args.catalogue == "hot",
-    });
+    let catalogue = Arc::new(Catalogue::named(&args.catalogue));
     let server = BenchServer::start("load", &load_flags(args)).await;
     let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
@@ -842,7 +870,7 @@ async fn run_read(args: &Args) -> Value {
     let server = BenchServer::start("read", &load_flags(args)).await;
     let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let catalogue = Catalogue { hot: false };
+    let catalogue = Catalogue::Uniform;
     oms::db::inventory::create_many(&mut conn, &catalogue.items())
         .await
         .unwrap();
