@@ -80,7 +80,7 @@ PY
 install_tansu_if_missing() {
   export PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v tansu >/dev/null 2>&1 || ! tansu_has_features; then
-    log "installing tansu, the Kafka-compatible broker used locally (about 15 minutes, once)"
+    log "installing tansu, the Kafka-compatible broker used locally (once; 21 minutes on a busy 2-core machine)"
     cargo install tansu --locked --features "$TANSU_FEATURES"
   fi
 }
