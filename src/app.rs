@@ -207,7 +207,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
             );
             state.dashboard_token = Arc::new(token.clone());
         }
-        let cors = http::cors(&args.cors_allowed_origins, args.auth.dev_mode)?;
+        let cors = http::cors(
+            &args.cors_allowed_origins,
+            &args.cors_allowed_headers,
+            args.auth.dev_mode,
+        )?;
         let beside_api = args.ops_listen_addr.is_none().then(|| ops.clone());
         let router = http::router(state, beside_api, cors);
         let local = serve(&mut tasks, &shutdown, args.listen_addr, router).await?;

@@ -552,6 +552,16 @@ pub struct ServeArgs {
     /// `https://shop.example.com`. None by default; any in development mode.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// Request headers browsers may send cross-origin besides `Authorization` and
+    /// `Content-Type`, comma separated (Apollo Client's name and version, a request id, the W3C
+    /// `traceparent` of browser tracing).
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_HEADERS",
+        value_delimiter = ',',
+        default_value = "apollographql-client-name,apollographql-client-version,x-request-id,traceparent"
+    )]
+    pub cors_allowed_headers: Vec<String>,
     /// Which components to run.
     #[arg(long, env = "OMS_COMPONENTS", value_enum, default_value_t = Components::All)]
     pub components: Components,

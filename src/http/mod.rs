@@ -182,8 +182,12 @@ async fn dashboard(State(state): State<HttpState>) -> Response {
 }
 
 /// Which browser origins may call the API: none unless configured (any in development mode).
+/// Browsers may call the API from `allowed_origins` (any in development mode without a list),
+/// sending `Authorization`, `Content-Type` and `allowed_headers`, and may read `x-request-id`
+/// from the answers.
 pub fn cors(
     allowed_origins: &[String],
+    allowed_headers: &[String],
     dev_mode: bool,
 ) -> anyhow::Result<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -200,10 +204,21 @@ pub fn cors(
             .collect::<anyhow::Result<Vec<axum::http::HeaderValue>>>()?;
         AllowOrigin::list(parsed)
     };
+    let mut headers = vec![header::AUTHORIZATION, header::CONTENT_TYPE];
+    for name in allowed_headers
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+    {
+        headers.push(name.parse().map_err(|_| {
+            anyhow::anyhow!("CORS_ALLOWED_HEADERS: {name:?} is not a valid header name")
+        })?);
+    }
     Ok(CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers(headers)
+        .expose_headers([REQUEST_ID])
         .max_age(Duration::from_secs(3600)))
 }
 

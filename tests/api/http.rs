@@ -292,3 +292,66 @@ async fn every_api_request_gets_an_access_log_line_and_graphql_ones_a_series_by_
     drop(process);
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn browsers_on_listed_origins_may_send_apollos_headers_and_read_the_request_id() {
+    let shop = "https://shop.example.com";
+    let app = TestApp::spawn_in(
+        crate::helpers::Deployment::new(),
+        &[&format!("--cors-allowed-origins={shop}")],
+    )
+    .await;
+    let url = format!("http://{}/graphql", app.addr);
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type,apollographql-client-name,apollographql-client-version",
+            )
+            .send()
+    };
+
+    let allowed = preflight(shop).await.unwrap();
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_lowercase())
+            .unwrap_or_default()
+    };
+    assert_eq!(header(&allowed, "access-control-allow-origin"), shop);
+    let headers = header(&allowed, "access-control-allow-headers");
+    for name in [
+        "authorization",
+        "content-type",
+        "apollographql-client-name",
+        "apollographql-client-version",
+    ] {
+        assert!(headers.contains(name), "{name} not in {headers}");
+    }
+
+    // An answer's request id is readable by the page's code.
+    let answered = client
+        .post(&url)
+        .header("Origin", shop)
+        .json(&serde_json::json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&answered, "access-control-allow-origin"), shop);
+    assert!(
+        header(&answered, "access-control-expose-headers").contains("x-request-id"),
+        "{:?}",
+        answered.headers()
+    );
+    assert!(answered.headers().contains_key("x-request-id"));
+
+    // Another origin gets no permission.
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(header(&refused, "access-control-allow-origin"), "");
+    app.stop_and_drop_database().await;
+}
