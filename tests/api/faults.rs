@@ -301,8 +301,24 @@ async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_a
         placed.push(api.place_order_id(&alice, &[("DESK", 1)]).await);
     }
     crate::helpers::wait_until_outbox_empty(&api).await;
-    // The stall outlasts the poll interval.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Both slots are stuck on the lock; from then on the stall outlasts the poll interval (6 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_locks
+         where not granted and relation = 'processed_events'::regclass",
+    )
+    .fetch_one(&api.pool)
+    .await
+    .unwrap()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the checks never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
     stall.rollback().await.unwrap();
 
     for id in &placed {

@@ -284,41 +284,38 @@ async fn run_client(
     Ok(())
 }
 
-#[test]
-fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_invariants() {
+/// Runs `cases` cases of `clients` (each case: one step sequence per client) on one migrated
+/// database.
+fn check_cases(cases: u32, clients: impl Strategy<Value = Vec<Vec<Step>>>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let deployment = Deployment::new();
     let pool = runtime.block_on(deployment.migrated_db());
-    let cases = AtomicUsize::new(0);
+    let case_numbers = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config {
-        cases: 40,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&prop::collection::vec(step(), 1..40), |steps| {
-        let case = cases.fetch_add(1, Ordering::Relaxed);
-        runtime.block_on(run(&pool, case, vec![steps]))
+    let result = runner.run(&clients, |clients| {
+        let case = case_numbers.fetch_add(1, Ordering::Relaxed);
+        runtime.block_on(run(&pool, case, clients))
     });
     runtime.block_on(deployment.drop_database(pool));
     result.unwrap();
 }
 
 #[test]
+fn random_interleavings_of_orders_changes_restocks_and_redeliveries_keep_the_invariants() {
+    check_cases(
+        40,
+        prop::collection::vec(step(), 1..40).prop_map(|steps| vec![steps]),
+    );
+}
+
+#[test]
 fn clients_running_random_sequences_at_once_on_shared_stock_keep_the_invariants() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let deployment = Deployment::new();
-    let pool = runtime.block_on(deployment.migrated_db());
-    let cases = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases: 30,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let clients = prop::collection::vec(prop::collection::vec(step(), 1..30), 2..=4);
-    let result = runner.run(&clients, |clients| {
-        let case = cases.fetch_add(1, Ordering::Relaxed);
-        runtime.block_on(run(&pool, case, clients))
-    });
-    runtime.block_on(deployment.drop_database(pool));
-    result.unwrap();
+    check_cases(
+        30,
+        prop::collection::vec(prop::collection::vec(step(), 1..30), 2..=4),
+    );
 }
