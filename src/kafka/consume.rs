@@ -122,6 +122,9 @@ impl OffsetsInFlight {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest pause in receiving after a receive error (the broker unreachable): far below
+/// any `max.poll.interval.ms`, so the member keeps its place in the group while it waits.
+const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(1);
 /// Messages a consumer queues at least before it pauses fetching.
 const QUEUE_MIN: usize = 1024;
 
@@ -181,6 +184,8 @@ impl<H: Handler> ConsumerLoop<H> {
         // bound only matters while the handlers cannot keep up (a database outage).
         let queue_limit = (max_batch * concurrency * 4).max(QUEUE_MIN);
         let mut receive_backoff = Duration::from_millis(100);
+        // After a receive error, receiving waits until then; finished work is handled meanwhile.
+        let mut receive_after: Option<tokio::time::Instant> = None;
         let mut in_flight = FuturesUnordered::new();
         let mut keys_in_flight: HashSet<Vec<u8>> = HashSet::new();
         let mut offsets = OffsetsInFlight::default();
@@ -230,18 +235,19 @@ impl<H: Handler> ConsumerLoop<H> {
                 Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                     interrupted = !self.finish_all(handled, &topic, &mut offsets, &mut keys_in_flight);
                 }
-                received = self.consumer.recv() => match received {
+                _ = tokio::time::sleep_until(receive_after.unwrap_or_else(tokio::time::Instant::now)),
+                    if receive_after.is_some() => {
+                    receive_after = None;
+                }
+                received = self.consumer.recv(), if receive_after.is_none() => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
                         enqueue(&mut waiting, &mut offsets, message.detach());
                     }
                     Err(error) => {
                         tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(receive_backoff) => {}
-                        }
-                        receive_backoff = (receive_backoff * 2).min(MAX_BACKOFF);
+                        receive_after = Some(tokio::time::Instant::now() + receive_backoff);
+                        receive_backoff = (receive_backoff * 2).min(MAX_RECEIVE_BACKOFF);
                     }
                 },
             }

@@ -1,9 +1,11 @@
-//! Faults: the broker down, the process told to stop.
+//! Faults: the broker down, the database or the broker cut off for a minute, the process told
+//! to stop.
 
 use crate::helpers::{
     free_port, group_caught_up, signal, spawn_oms_process, wait_until_ready, DedicatedBroker,
     Deployment, Protocol, Subscription, TestApp,
 };
+use crate::proxy::{address_of, TcpProxy};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -333,4 +335,230 @@ async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_a
     assert_eq!(api.history_lengths().await, vec![2; 7]);
     consumers.stop().await;
     api.stop_and_drop_database().await;
+}
+
+/// How long the network outages below last: three times the poll interval they run with (20 s
+/// by default), and longer than any retry backoff.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// Waits until `/readyz` of `addr` answers `status`; returns its body.
+async fn wait_for_readiness(addr: std::net::SocketAddr, status: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        if response.status().as_u16() == status {
+            return response.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "/readyz never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// This instance's partition assignments of the inventory and orders consumer groups.
+async fn assignments(ops: std::net::SocketAddr, deployment: &Deployment) -> (u64, u64) {
+    let group = |consumer: &str| format!("oms-{}-{consumer}", deployment.suffix);
+    (
+        rebalances(ops, &group("inventory")).await,
+        rebalances(ops, &group("orders")).await,
+    )
+}
+
+#[tokio::test]
+async fn a_database_cut_for_a_minute_costs_a_minute_keeps_the_groups_and_loses_nothing() {
+    let deployment = Deployment::new();
+    let proxy = TcpProxy::start(address_of(&deployment.database_url)).await;
+    let through_proxy = format!("--database-url={}", proxy.url_for(&deployment.database_url));
+    // A group drops a member that does not poll for 6 s: the outage lasts ten times that.
+    let app = TestApp::spawn_in(
+        deployment.clone(),
+        &[
+            &through_proxy,
+            "--kafka-session-timeout-ms=6000",
+            "--kafka-max-poll-interval-ms=6000",
+        ],
+    )
+    .await;
+    let ops = app.ops_addr().unwrap_or(app.addr);
+    app.stock("LAMP", 100).await;
+    let alice = app.customer("alice");
+    let mut confirmed = Vec::new();
+    for _ in 0..4 {
+        let id = app.place_order_id(&alice, &[("LAMP", 1)]).await;
+        app.wait_for_status(&alice, &id, "CONFIRMED").await;
+        confirmed.push(id);
+    }
+    let assigned = assignments(ops, &deployment).await;
+    assert!(assigned.0 >= 1 && assigned.1 >= 1, "{assigned:?}");
+
+    // Work in flight when the network goes: six placements and two cancellations published to
+    // Kafka, their consumers holding them and waiting on a lock of the inbox (held directly).
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("lock table processed_events in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let mut in_flight = Vec::new();
+    for _ in 0..6 {
+        in_flight.push(app.place_order_id(&alice, &[("LAMP", 2)]).await);
+    }
+    for id in &confirmed[..2] {
+        let answer = app.update_status(&alice, id, "CANCELLED").await;
+        assert_eq!(answer["accepted"], true, "{answer}");
+    }
+    crate::helpers::wait_until_outbox_empty(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_locks
+         where not granted and relation = 'processed_events'::regclass",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers never reached the inbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    proxy.cut();
+    hold.rollback().await.unwrap();
+    let cut_at = Instant::now();
+    let not_ready = wait_for_readiness(ops, 503).await;
+    assert!(not_ready.to_string().contains("database"), "{not_ready}");
+    // Clients keep asking; every answer meanwhile is UNAVAILABLE, with nothing internal in it.
+    let mut answers = 0;
+    while cut_at.elapsed() < OUTAGE {
+        let (_, body) = app
+            .post(
+                Some(&alice),
+                "mutation { placeOrder(input: {items: [{sku: \"LAMP\", quantity: 1}]}) { order { id } } }",
+                json!({}),
+            )
+            .await;
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            !message.contains("sqlx") && !message.contains("connection"),
+            "{message}"
+        );
+        answers += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answers >= 10, "{answers} requests during the cut");
+    assert!(proxy.refused() > 0, "oms kept trying to reach the database");
+    proxy.restore();
+
+    wait_for_readiness(ops, 200).await;
+    for id in &in_flight {
+        app.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    for id in &confirmed[..2] {
+        app.wait_for_status(&alice, id, "CANCELLED").await;
+    }
+    let after = app.place_order_id(&alice, &[("LAMP", 1)]).await;
+    app.wait_for_status(&alice, &after, "CONFIRMED").await;
+
+    assert_eq!(
+        assignments(ops, &deployment).await,
+        assigned,
+        "a consumer left its group during the cut"
+    );
+    // Each change applied once: two cancelled (stock back), two confirmed, six confirmed in
+    // flight, one after.
+    assert_eq!(app.stock_of("LAMP").await, 100 - 2 - 6 * 2 - 1);
+    assert_eq!(
+        app.order_count().await,
+        4 + 6 + 1,
+        "no order doubled or lost"
+    );
+    assert_eq!(
+        app.history_lengths().await,
+        vec![2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3]
+    );
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn a_broker_cut_for_a_minute_keeps_orders_coming_and_confirms_each_once_after() {
+    let broker_port = free_port();
+    let proxy = TcpProxy::start(format!("127.0.0.1:{broker_port}").parse().unwrap()).await;
+    // The broker tells its clients to come back through the proxy.
+    let _broker = DedicatedBroker::start_with(broker_port, proxy.port).await;
+    let deployment = Deployment::new();
+    let app = TestApp::spawn_in(
+        deployment.clone(),
+        &[
+            &format!("--kafka-brokers=127.0.0.1:{}", proxy.port),
+            "--kafka-session-timeout-ms=6000",
+            "--kafka-max-poll-interval-ms=6000",
+        ],
+    )
+    .await;
+    let ops = app.ops_addr().unwrap_or(app.addr);
+    app.stock("SOFA", 100).await;
+    let alice = app.customer("alice");
+    let before = app.place_order_id(&alice, &[("SOFA", 1)]).await;
+    app.wait_for_status(&alice, &before, "CONFIRMED").await;
+    let assigned = assignments(ops, &deployment).await;
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Orders keep coming: each is answered at once, stored PENDING, its event kept in the
+    // outbox; a cancellation is accepted and kept too.
+    let cancellation = app.update_status(&alice, &before, "CANCELLED").await;
+    assert_eq!(cancellation["accepted"], true, "{cancellation}");
+    let mut placed = Vec::new();
+    while cut_at.elapsed() < OUTAGE {
+        let asked = Instant::now();
+        let payload = app.place_order(&alice, &[("SOFA", 2)], None).await;
+        assert_eq!(payload["order"]["status"], "PENDING", "{payload}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the API waited for Kafka"
+        );
+        placed.push(payload["order"]["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let not_ready = wait_for_readiness(ops, 503).await;
+    assert!(not_ready.to_string().contains("Kafka"), "{not_ready}");
+    let waiting: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        waiting > placed.len() as i64,
+        "the events wait in the outbox ({waiting})"
+    );
+    assert!(proxy.refused() > 0, "oms kept trying to reach the broker");
+    proxy.restore();
+
+    app.wait_for_status(&alice, &before, "CANCELLED").await;
+    for id in &placed {
+        app.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    wait_for_readiness(ops, 200).await;
+    // The group coordinator (the broker) drops a member it has not heard from for the session
+    // timeout, so each consumer joins again once, and only once: it kept polling throughout
+    // (before, it paused up to 5 s after each receive error, overran the poll interval after
+    // the cut and took more than 30 s to be assigned again).
+    let (inventory, orders) = assignments(ops, &deployment).await;
+    assert!(
+        inventory <= assigned.0 + 1 && orders <= assigned.1 + 1,
+        "assignments before the cut {assigned:?}, after ({inventory}, {orders})"
+    );
+    assert_eq!(app.stock_of("SOFA").await, 100 - 2 * placed.len() as i64);
+    let mut histories = vec![2; placed.len()];
+    histories.push(3);
+    assert_eq!(
+        app.history_lengths().await,
+        histories,
+        "each change applied once"
+    );
+    app.assert_invariants_hold().await;
+    app.stop_and_drop_database().await;
 }

@@ -28,6 +28,7 @@ mod live_catch_up;
 mod order_flow;
 mod pooler;
 mod properties;
+mod proxy;
 mod schema;
 mod stale_changes;
 mod subscriptions;
