@@ -35,6 +35,12 @@ pub enum Pooler {
 /// talks to one database one way, so this is set once at start-up, by [`Db::connect`].
 static UNNAMED_STATEMENTS: AtomicBool = AtomicBool::new(false);
 
+/// Whether statements may be prepared named and cached (no transaction-mode pooler): for the
+/// statements `db/` assembles with sqlx's `QueryBuilder`.
+pub(crate) fn statements_named() -> bool {
+    named_statements()
+}
+
 fn named_statements() -> bool {
     !UNNAMED_STATEMENTS.load(Ordering::Relaxed)
 }

@@ -2,6 +2,7 @@
 //! so callers decide what runs in one transaction.
 //!
 //! - [`orders`]: orders, their lines and status history; a consumer's inbox of applied events.
+//! - [`order_listing`]: orders listed and counted by filter, a page at a time.
 //! - [`inventory`]: stock levels and the stock ledger.
 //! - [`outbox`]: events waiting for Kafka.
 //! - [`audit`]: read-only checks of the invariants.
@@ -10,6 +11,7 @@ pub mod audit;
 mod handle;
 pub mod inbox;
 pub mod inventory;
+pub mod order_listing;
 pub mod orders;
 pub mod outbox;
 

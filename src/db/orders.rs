@@ -41,7 +41,8 @@ pub struct StatusChangeRow {
     pub at: DateTime<Utc>,
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, status, rejection_reason, version, stock_deducted, \
+pub(super) const ORDER_COLUMNS: &str =
+    "id, user_id, status, rejection_reason, version, stock_deducted, \
                              idempotency_key, created_at, updated_at";
 
 /// [`ORDER_COLUMNS`] of the table aliased `alias`.
@@ -215,37 +216,6 @@ pub async fn find_by_idempotency_key(
     .bind(user_id)
     .bind(key)
     .fetch_optional(db)
-    .await
-}
-
-/// Which orders a page lists.
-pub struct OrderFilter<'a> {
-    /// Only this user's orders (a customer's view); `None` lists everyone's.
-    pub user_id: Option<&'a str>,
-    pub status: Option<OrderStatus>,
-    /// Orders strictly older than this one (ids are time-ordered).
-    pub before_id: Option<Uuid>,
-}
-
-/// Newest first, at most `limit` rows.
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    filter: &OrderFilter<'_>,
-    limit: i64,
-) -> sqlx::Result<Vec<OrderRow>> {
-    super::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders
-         where ($1::text is null or user_id = $1)
-           and ($2::text is null or status = $2)
-           and ($3::uuid is null or id < $3)
-         order by id desc
-         limit $4"
-    ))
-    .bind(filter.user_id)
-    .bind(filter.status)
-    .bind(filter.before_id)
-    .bind(limit)
-    .fetch_all(db)
     .await
 }
 

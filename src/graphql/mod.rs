@@ -5,10 +5,13 @@ pub mod error_codes;
 pub mod guard;
 pub mod loaders;
 pub mod mutation;
+pub mod node;
+pub mod order_list;
 pub mod query;
 pub mod rate_limit;
 pub mod subscription;
 pub mod types;
+pub mod viewer_node;
 
 use crate::auth::Viewer;
 use crate::config::ApiLimits;

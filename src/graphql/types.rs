@@ -10,7 +10,9 @@ use crate::domain::order::MAX_LINES_PER_ORDER;
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{
+    ComplexObject, Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -20,7 +22,8 @@ pub struct Order(pub OrderRow);
 
 #[Object]
 impl Order {
-    async fn id(&self) -> ID {
+    /// The order's UUID: unique across types, as `order(id)` and `node(id)` take it.
+    pub async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
@@ -109,9 +112,10 @@ pub struct InventoryItem(pub InventoryItemRow);
 
 #[Object]
 impl InventoryItem {
-    /// The item's stable id (its SKU), for client caches.
-    async fn id(&self) -> ID {
-        ID(self.0.sku.clone())
+    /// The item's id, unique across types (`InventoryItem:<SKU>`), for client caches and
+    /// `node(id)`.
+    pub async fn id(&self) -> ID {
+        super::node::item_id(&self.0.sku)
     }
 
     async fn sku(&self) -> &str {
@@ -139,6 +143,37 @@ impl InventoryItem {
 
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+}
+
+/// Which inventory items to list.
+#[derive(InputObject, Clone, Debug, Default)]
+pub struct InventoryItemFilter {
+    /// Only items at or below their low-stock threshold.
+    #[graphql(default)]
+    pub low_stock: bool,
+    /// Items whose SKU or name starts with this text, ignoring case (1 to 64 characters).
+    pub search: Option<String>,
+}
+
+/// The longest search text: as long as a SKU.
+const MAX_SEARCH_LEN: usize = 64;
+
+impl InventoryItemFilter {
+    pub fn into_query(self) -> async_graphql::Result<crate::db::inventory::ItemFilter> {
+        if let Some(search) = &self.search {
+            let length = search.chars().count();
+            if length == 0 || length > MAX_SEARCH_LEN {
+                return Err(crate::error::AppError::BadUserInput(format!(
+                    "search must be 1 to {MAX_SEARCH_LEN} characters, got {length}"
+                ))
+                .extend());
+            }
+        }
+        Ok(crate::db::inventory::ItemFilter {
+            low_stock: self.low_stock,
+            search: self.search,
+        })
     }
 }
 
