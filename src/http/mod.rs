@@ -132,9 +132,12 @@ pub fn with_request_ids(routes: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// The API's request layers: the body limit and tracing (with the request id).
+/// The API's request layers: the body limit, tracing (with the request id) and compression.
 fn with_request_layers(routes: Router) -> Router {
     routes
+        // gzip or brotli when the client asks (Accept-Encoding) and the answer is worth it
+        // (over 32 bytes); a WebSocket upgrade has no body, so it is left alone.
+        .layer(tower_http::compression::CompressionLayer::new())
         // GraphQLRequest reads the raw body, so the limit must wrap the body itself.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,

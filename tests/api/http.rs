@@ -355,3 +355,48 @@ async fn browsers_on_listed_origins_may_send_apollos_headers_and_read_the_reques
     assert_eq!(header(&refused, "access-control-allow-origin"), "");
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn answers_are_compressed_with_gzip_or_brotli_when_the_client_asks() {
+    let app = TestApp::spawn().await;
+    for sku in ["A-1", "A-2", "A-3", "A-4", "A-5", "A-6"] {
+        app.stock(sku, 10).await;
+    }
+    let query = serde_json::json!({"query": "{ inventoryItems { nodes { id sku name quantity lowStock updatedAt } } }"});
+    // reqwest here decodes nothing itself, so the bytes are what the server sent.
+    let ask = |encoding: Option<&'static str>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}/graphql", app.addr))
+            .bearer_auth(app.staff())
+            .json(&query);
+        if let Some(encoding) = encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        request.send()
+    };
+    let plain = ask(None).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+
+    let gzipped = ask(Some("gzip")).await.unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let gzipped = gzipped.bytes().await.unwrap();
+    assert!(
+        gzipped.len() < plain.len(),
+        "{} of {}",
+        gzipped.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzipped[..]),
+        &mut decoded,
+    )
+    .unwrap();
+    assert_eq!(decoded, plain, "the same answer");
+
+    let brotli = ask(Some("br;q=1.0, gzip;q=0.5")).await.unwrap();
+    assert_eq!(brotli.headers()["content-encoding"], "br");
+    assert!(brotli.bytes().await.unwrap().len() < plain.len());
+    app.stop_and_drop_database().await;
+}
