@@ -629,6 +629,11 @@ pub struct ApiLimits {
     /// own, larger limits).
     #[arg(long, env = "OMS_MAX_QUERY_BYTES", default_value_t = 32 * 1024)]
     pub max_query_bytes: usize,
+    /// Documents each instance keeps for automatic persisted queries (Apollo's APQ), the most
+    /// recently used; at most this many times `OMS_MAX_QUERY_BYTES` of memory. 0 turns the
+    /// protocol off (clients are told PersistedQueryNotSupported and send whole documents).
+    #[arg(long, env = "OMS_PERSISTED_QUERIES", default_value_t = 500)]
+    pub persisted_queries: usize,
     /// Most tokens (names, values and punctuation) a query may have.
     #[arg(long, env = "OMS_MAX_QUERY_TOKENS", default_value_t = 5_000)]
     pub max_query_tokens: usize,

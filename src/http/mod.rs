@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod client;
 pub mod ops;
+pub mod persisted_queries;
 
 use crate::auth::{Authenticator, Viewer};
 use crate::config::ApiLimits;
@@ -63,6 +64,8 @@ pub struct HttpState {
     pub connections_per_user: Arc<ConnectionCounts<String>>,
     /// WebSocket connections per IP address on this instance.
     pub connections_per_ip: Arc<ConnectionCounts<IpAddr>>,
+    /// Documents kept by hash for automatic persisted queries.
+    pub persisted_queries: Arc<persisted_queries::PersistedQueries>,
 }
 
 impl HttpState {
@@ -88,6 +91,10 @@ impl HttpState {
             requests,
             connections_per_user: Arc::new(ConnectionCounts::new(limits.max_connections_per_user)),
             connections_per_ip: Arc::new(ConnectionCounts::new(limits.max_connections_per_ip)),
+            persisted_queries: Arc::new(persisted_queries::PersistedQueries::new(
+                limits.persisted_queries,
+                limits.max_query_bytes,
+            )),
         }
     }
 
@@ -307,15 +314,17 @@ async fn answer(
     if let Some(viewer) = viewer {
         request = request.data(viewer);
     }
+    // A persisted query's document, before anything looks at it.
+    if let Err(refusal) = state.persisted_queries.resolve(&mut request) {
+        seen.errors = 1;
+        return refused(&refusal.message, refusal.code);
+    }
     // The text's size, tokens and nesting before anything here parses it (the schema's guard
     // checks the rest).
     if let Err(refusal) = crate::graphql::guard::check_text(&request.query, &state.document_limits)
     {
-        let body = serde_json::json!({ "errors": [{
-            "message": refusal.message, "extensions": { "code": refusal.code }
-        }]});
         seen.errors = 1;
-        return (StatusCode::OK, Json(body)).into_response();
+        return refused(&refusal.message, refusal.code);
     }
     (seen.operation, seen.kind) = operation_of(&mut request);
     if let Some(operation) = &seen.operation {
@@ -330,12 +339,11 @@ async fn answer(
         );
     }
     if !state.limits.introspection && asks_for_introspection(&mut request) {
-        let body = serde_json::json!({ "errors": [{
-            "message": "introspection is disabled on this server",
-            "extensions": { "code": "INTROSPECTION_DISABLED" }
-        }]});
         seen.errors = 1;
-        return (StatusCode::OK, Json(body)).into_response();
+        return refused(
+            "introspection is disabled on this server",
+            "INTROSPECTION_DISABLED",
+        );
     }
     let mut response = state.schema.execute(request).await;
     seen.errors = response.errors.len();
@@ -345,6 +353,15 @@ async fn answer(
         .unwrap_or_default();
     label_errors(&mut response.errors, request_id);
     GraphQLResponse::from(response).into_response()
+}
+
+/// A request refused before execution: HTTP 200 with one error and its code, as GraphQL
+/// clients read a failed operation.
+fn refused(message: &str, code: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{
+        "message": message, "extensions": { "code": code }
+    }]});
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// HTTP 429 with `Retry-After`, and the same `RATE_LIMITED` error a WebSocket operation gets.

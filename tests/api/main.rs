@@ -29,6 +29,7 @@ mod live_catch_up;
 mod nodes;
 mod order_flow;
 mod order_listing;
+mod persisted_queries;
 mod pooler;
 mod properties;
 mod proxy;
