@@ -307,6 +307,7 @@ fn group_loop<H: crate::kafka::consume::Handler>(
         dead_letter_topic: args.kafka.dead_letter_topic(stream),
         metrics: metrics.clone(),
         concurrency: args.consumer_concurrency(),
+        queue: args.kafka.consumer_queue,
     })
 }
 

@@ -283,6 +283,16 @@ pub struct KafkaArgs {
         env = "KAFKA_CONSUMER_CONCURRENCY"
     )]
     pub consumer_concurrency: Option<usize>,
+    /// Received messages a consumer holds, waiting for a free slot, before it pauses fetching
+    /// (at least four batches per slot): what bounds its memory while the database is slow or
+    /// away. Fetching resumes once half of them are applied; the consumer keeps polling
+    /// meanwhile, so it keeps its place in the group.
+    #[arg(
+        long = "kafka-consumer-queue",
+        env = "KAFKA_CONSUMER_QUEUE",
+        default_value_t = 1024
+    )]
+    pub consumer_queue: usize,
     /// Most placed orders the inventory consumer checks in one transaction, from what is already
     /// waiting (a batch never waits to fill: one order waiting is checked alone). 1: one
     /// transaction per order.

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub events_redelivered: IntCounterVec,
     pub consumer_rebalances: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
+    /// 1 while a consumer's queue is full and it has paused fetching.
+    pub consumer_fetching_paused: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
     pub outbox_publish_seconds: Histogram,
@@ -102,6 +104,14 @@ impl Metrics {
                 "Active orderStatusChanged subscriptions on this instance",
             )
             .unwrap(),
+            consumer_fetching_paused: IntGaugeVec::new(
+                Opts::new(
+                    "consumer_fetching_paused",
+                    "1 while a consumer holds as many received messages as it may and has paused fetching",
+                ),
+                &["consumer"],
+            )
+            .unwrap(),
             consumer_rebalances: IntCounterVec::new(
                 Opts::new(
                     "consumer_rebalances_total",
@@ -151,7 +161,8 @@ impl Metrics {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(metrics.consumer_fetching_paused.clone()),
             Box::new(metrics.consumer_rebalances.clone()),
             Box::new(metrics.events_redelivered.clone()),
             Box::new(metrics.inbox_pruned.clone()),

@@ -79,6 +79,8 @@ pub struct ConsumerLoop<H> {
     pub metrics: Metrics,
     /// Messages handled at once (different keys only).
     pub concurrency: usize,
+    /// Received messages held before fetching pauses (at least four batches per slot).
+    pub queue: usize,
 }
 
 /// A handled message: where it was, its key, and whether it was applied (false: shutdown
@@ -125,9 +127,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest pause in receiving after a receive error (the broker unreachable): far below
 /// any `max.poll.interval.ms`, so the member keeps its place in the group while it waits.
 const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(1);
-/// Messages a consumer queues at least before it pauses fetching.
-const QUEUE_MIN: usize = 1024;
-
 /// Queues a received message. Its offset counts as in flight from now on, so no offset after
 /// it is stored (and committed) before it is applied, even while it waits.
 fn enqueue(
@@ -180,9 +179,9 @@ impl<H: Handler> ConsumerLoop<H> {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.concurrency.max(1);
         let max_batch = self.handler.max_batch().max(1);
-        // Generous: pausing and resuming costs fetches, and a queued message is small. The
-        // bound only matters while the handlers cannot keep up (a database outage).
-        let queue_limit = (max_batch * concurrency * 4).max(QUEUE_MIN);
+        // Generous by default: pausing and resuming costs fetches, and a queued message is
+        // small. The bound only matters while the handlers cannot keep up (a database outage).
+        let queue_limit = (max_batch * concurrency * 4).max(self.queue);
         let mut receive_backoff = Duration::from_millis(100);
         // After a receive error, receiving waits until then; finished work is handled meanwhile.
         let mut receive_after: Option<tokio::time::Instant> = None;
@@ -229,6 +228,10 @@ impl<H: Handler> ConsumerLoop<H> {
             } else if paused && waiting.len() < queue_limit / 2 {
                 paused = !self.pause_fetching(false);
             }
+            self.metrics
+                .consumer_fetching_paused
+                .with_label_values(&[self.name])
+                .set(i64::from(paused));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,

@@ -562,3 +562,73 @@ async fn a_broker_cut_for_a_minute_keeps_orders_coming_and_confirms_each_once_af
     app.assert_invariants_hold().await;
     app.stop_and_drop_database().await;
 }
+
+/// This instance's `oms_consumer_fetching_paused` for `consumer`.
+async fn fetching_paused(ops: std::net::SocketAddr, consumer: &str) -> Option<i64> {
+    let page = crate::helpers::metrics_at(ops).await;
+    let prefix = format!("oms_consumer_fetching_paused{{consumer=\"{consumer}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+}
+
+async fn wait_for_fetching_paused(ops: std::net::SocketAddr, consumer: &str, paused: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fetching_paused(ops, consumer).await != Some(paused) {
+        assert!(
+            Instant::now() < deadline,
+            "{consumer}'s fetching never became {paused}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_whose_queue_fills_in_a_stall_pauses_fetching_and_resumes_after_it() {
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("VASE", 100).await;
+    let alice = api.customer("alice");
+    // One slot, one order a batch, and at most eight received orders held.
+    let consumers = crate::helpers::start_instance(
+        &deployment,
+        &[
+            "--components=consumers",
+            "--kafka-consumer-concurrency=1",
+            "--inventory-batch-max=1",
+            "--kafka-consumer-queue=8",
+            "--kafka-session-timeout-ms=6000",
+            "--kafka-max-poll-interval-ms=6000",
+        ],
+    )
+    .await;
+    let first = api.place_order_id(&alice, &[("VASE", 1)]).await;
+    api.wait_for_status(&alice, &first, "CONFIRMED").await;
+    let ops = consumers.ops_addr.expect("the operator endpoints");
+    let group = format!("oms-{}-inventory", deployment.suffix);
+    let assigned = rebalances(ops, &group).await;
+    assert_eq!(fetching_paused(ops, "inventory").await, Some(0));
+
+    let mut stall = api.pool.begin().await.unwrap();
+    sqlx::query("lock table processed_events in access exclusive mode")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let mut placed = Vec::new();
+    for _ in 0..20 {
+        placed.push(api.place_order_id(&alice, &[("VASE", 1)]).await);
+    }
+    wait_for_fetching_paused(ops, "inventory", 1).await;
+    stall.rollback().await.unwrap();
+
+    for id in &placed {
+        api.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    wait_for_fetching_paused(ops, "inventory", 0).await;
+    assert_eq!(rebalances(ops, &group).await, assigned, "no rebalance");
+    assert_eq!(api.stock_of("VASE").await, 100 - 21);
+    assert_eq!(api.history_lengths().await, vec![2; 21]);
+    api.assert_invariants_hold().await;
+    consumers.stop().await;
+    api.stop_and_drop_database().await;
+}
