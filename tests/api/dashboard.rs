@@ -7,6 +7,9 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Orders cancelled before the page opens.
+const EARLIER_ORDERS: i32 = 12_000;
+
 /// The whole browser run: start Chromium, sign in, one order through four statuses.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -71,6 +74,24 @@ async fn the_dashboard_shows_an_order_placed_through_the_api_live() {
     );
     assert_eq!(data["upsertInventoryItem"]["item"]["lowStock"], false);
 
+    // Twelve thousand orders the page never sees change, more than it could page through:
+    // the counts must come from the server.
+    sqlx::query(
+        "with placed as (
+             insert into orders (id, user_id, status, version, created_at, updated_at)
+             select gen_random_uuid(), 'history-' || n, 'CANCELLED', 2, now(), now()
+             from generate_series(1, $1) n
+             returning id, user_id, created_at
+         )
+         insert into order_status_history (order_id, version, from_status, to_status, actor_id, actor_role, at)
+         select id, 1, null, 'PENDING', user_id, 'customer', created_at from placed
+         union all
+         select id, 2, 'PENDING', 'CANCELLED', user_id, 'customer', created_at from placed",
+    )
+    .bind(EARLIER_ORDERS)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let started = Instant::now();
     let run = tokio::process::Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
@@ -79,6 +100,7 @@ async fn the_dashboard_shows_an_order_placed_through_the_api_live() {
         .env("OMS_STAFF_TOKEN", &staff)
         .env("OMS_CUSTOMER_TOKEN", app.customer("alice"))
         .env("OMS_SKU", "DASH-LAMP")
+        .env("OMS_EARLIER_CANCELLED", EARLIER_ORDERS.to_string())
         .env("CHROMIUM", chromium())
         .kill_on_drop(true)
         .output();

@@ -134,6 +134,10 @@ try {
   const before = {};
   for (const status of ['PENDING', 'CONFIRMED', 'RECEIVED', 'CANCELLED']) before[status] = await countOf(page, status);
   log(`counts before: ${JSON.stringify(before)}`);
+  const earlierCancelled = Number(process.env.OMS_EARLIER_CANCELLED || 0);
+  if (before.CANCELLED !== earlierCancelled) {
+    throw new Error(`CANCELLED shows ${before.CANCELLED}, not the ${earlierCancelled} orders cancelled before the page opened`);
+  }
 
   const { inventoryItem: item } = await api(staffToken,
     'query($sku: String!) { inventoryItem(sku: $sku) { quantity lowStockThreshold lowStock } }', { sku });
