@@ -58,6 +58,7 @@
 --   users     distinct customers                                           [100000]
 --   notify    0: no pg_notify, as oms; 1: in both writing transactions      [0]
 --   nokey     1: lock the stock FOR NO KEY UPDATE, as oms does; 0: FOR UPDATE, as it did [1]
+--   confirm   1: confirm each order here; 0: only place it (confirm_batch.sql confirms)   [1]
 --
 -- Note (found with this script): inserting order_lines takes FOR KEY SHARE on each line's
 -- inventory_items row (the sku foreign key), in the order of the request's lines, while the
@@ -141,7 +142,9 @@ select placed.*, ids.placed_event,
   from placed, ids \gset p_
 
 -- ==================================== confirming ====================================
+-- (confirm=0: left to confirm_batch.sql, as run.sh's "+batch" cases do)
 
+\if :confirm
 BEGIN;
 
 -- 3. orders::lock_for_event (the inbox mark and the order's lock)
@@ -222,3 +225,4 @@ select changed.*, (select count(*) from moved) as items_moved,
   from changed;
 
 COMMIT;
+\endif

@@ -22,8 +22,13 @@
 #                      +notify: a pg_notify in each writing transaction, as oms did before
 #                               its relays were woken in-process (see src/outbox/mod.rs)
 #                      +norelay:  without the relay client
-#                    e.g. CASES="uniform hot hot+forupdate uniform+notify"
+#                      +batch:    clients only place orders; CONFIRMERS clients of
+#                                 confirm_batch.sql confirm them BATCH at a time, as oms's
+#                                 batched inventory consumer does (orders/s is then orders
+#                                 placed; the confirmed rate is in confirmed/s)
+#                    e.g. CASES="uniform hot hot+forupdate uniform+notify uniform+batch"
 #   NSKUS [50000]  HOT_SKUS [5]  HOT_PCT [90]  USERS [100000]  STOCK [1000000000] per SKU
+#   BATCH [64] (oms's OMS_INVENTORY_BATCH_MAX)  CONFIRMERS [4] (oms's consumer slots beside the API)
 #   RELAY_BATCH [500] (oms's OMS_OUTBOX_BATCH)  RELAY_ACK_MS [2] (stand-in for Kafka's ack)
 #   PGBENCH_OPTS     more options for place_and_confirm.sql's pgbench, e.g. "-P 2" (progress,
 #                    seen with --logs)
@@ -65,6 +70,8 @@ users=${USERS:-100000}
 stock=${STOCK:-1000000000}
 relay_batch=${RELAY_BATCH:-500}
 relay_ack_ms=${RELAY_ACK_MS:-2}
+confirm_batch=${BATCH:-64}
+confirmers=${CONFIRMERS:-4}
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -222,8 +229,9 @@ run_case() {
     local case=$1 clients=$2
     local catalogue=${case%%+*} flags=""
     [[ $case == *+* ]] && flags="+${case#*+}"
-    local notify=0 nokey=1 relay=1 pct cold_from
+    local notify=0 nokey=1 relay=1 confirm=1 pct cold_from
     [[ $flags == *+notify* ]] && notify=1
+    [[ $flags == *+batch* ]] && confirm=0
     [[ $flags == *+forupdate* ]] && nokey=0
     [[ $flags == *+norelay* ]] && relay=0
     case $catalogue in
@@ -248,16 +256,23 @@ run_case() {
         relay_pid=$bg_pid
         sleep 0.5
     fi
+    local batch_pid="" batch_out="$work/$case-c$clients-batches.txt"
+    if (( ! confirm )); then
+        start_bg "$PGBENCH" -n -M prepared -c "$confirmers" -j 1 -T $((seconds + 1)) \
+            -D batch="$confirm_batch" -f "$here/confirm_batch.sql" "$db" >"$batch_out" 2>&1
+        batch_pid=$bg_pid
+    fi
     log "$case, $clients clients: pgbench for ${seconds}s"
     local status=0
     # shellcheck disable=SC2086 # PGBENCH_OPTS is a list of options
     start_bg "$PGBENCH" -n -M prepared -r --failures-detailed -c "$clients" -j "$j" -T "$seconds" ${PGBENCH_OPTS:-} \
         -D nskus="$nskus" -D hot_skus="$hot_skus" -D hot_pct="$pct" -D cold_from="$cold_from" \
-        -D users="$users" -D notify="$notify" -D nokey="$nokey" \
+        -D users="$users" -D notify="$notify" -D nokey="$nokey" -D confirm="$confirm" \
         -f "$here/place_and_confirm.sql" "$db" >"$out" 2>&1
     wait_bg "$bg_pid" || status=$?
-    local relay_status=0
+    local relay_status=0 batch_status=0
     if (( relay )); then wait_bg "$relay_pid" || relay_status=$?; fi
+    if [[ -n $batch_pid ]]; then wait_bg "$batch_pid" || batch_status=$?; fi
     sleep 0.3   # let the backends exit, so that their CPU time is counted
     cpu_after=$(cpu_snapshot)
     local cpu_pg cpu_bench cpu_other
@@ -270,6 +285,10 @@ run_case() {
     if (( status != 0 )); then
         grep -v 'executing' "$out" | tail -n 40 >&2
         die "pgbench failed (exit $status) for $case"
+    fi
+    if (( batch_status != 0 )); then
+        tail -n 20 "$batch_out" >&2
+        die "the batched confirmations' pgbench failed (exit $batch_status) for $case"
     fi
     if (( relay_status != 0 )); then
         tail -n 20 "$relay_out" >&2
@@ -318,8 +337,8 @@ SQL
     local db_orders_per_s
     db_orders_per_s=$(awk -v c="$confirmed" -v s="$seconds" 'BEGIN { printf "%.1f", c / s }')
 
-    table_rows+=("$(printf '%-22s %7s %10.1f %11.2f %9.2f %11.2f %7s %8s %9s %8s %6s %12s' \
-        "$case" "$clients" "$tps" "$lat" "$place_ms" "$confirm_ms" "$failed" "$pending" \
+    table_rows+=("$(printf '%-22s %7s %10.1f %12s %11.2f %9.2f %11.2f %7s %8s %9s %8s %6s %12s' \
+        "$case" "$clients" "$tps" "$db_orders_per_s" "$lat" "$place_ms" "$confirm_ms" "$failed" "$pending" \
         "$relayed_per_s" "$backlog" "$ok" "$cpu_pg/$cpu_bench/$cpu_other")")
     results+=("$(printf '{"case":"%s","catalogue":"%s","clients":%s,"seconds":%s,"orders_per_s":%s,"latency_avg_ms":%s,"place_ms":%s,"confirm_ms":%s,"orders_completed":%s,"failed":%s,"deadlock_failures":%s,"confirmed_in_db":%s,"confirmed_per_s_in_db":%s,"pending_left":%s,"order_lines":%s,"outbox_events_written":%s,"outbox_events_relayed_per_s":%s,"outbox_backlog_at_end":%s,"relay_rounds_per_s":%s,"notify":%s,"lock":"%s","relay":%s,"hot_skus":%s,"hot_pct":%s,"nskus":%s,"checks_ok":%s,"cpu_pct_postgres":%s,"cpu_pct_pgbench":%s,"cpu_pct_other":%s}' \
         "$case" "$catalogue" "$clients" "$seconds" "$tps" "$lat" "$place_ms" "$confirm_ms" \
@@ -355,7 +374,7 @@ run_tpcb() {
     local tps lat
     tps=$(field "$out" '^tps =')
     lat=$(field "$out" '^latency average =')
-    tpcb_line=$(printf '%-22s %7s %10.1f %11.2f' "TPC-B (tps, -s 10)" "$tc" "$tps" "$lat")
+    tpcb_line=$(printf '%-22s %7s %10.1f %12s %11.2f' "TPC-B (tps, -s 10)" "$tc" "$tps" "-" "$lat")
     tpcb_json=$(printf '{"clients":%s,"seconds":%s,"scale":10,"tps":%s,"latency_avg_ms":%s}' "$tc" "$seconds" "$tps" "$lat")
     drop_db "$db"
 }
@@ -375,13 +394,15 @@ elapsed=$(( $(date +%s) - started ))
 
 echo
 echo "oms per-order SQL on PostgreSQL $server_version (synchronous_commit=$sync_commit), ${seconds}s per run, $(nproc) cores"
-printf '%-22s %7s %10s %11s %9s %11s %7s %8s %9s %8s %6s %12s\n' \
-    case clients orders/s "latency ms" "place ms" "confirm ms" failed "pending" "events/s" backlog checks "cpu pg/pb/ot"
+printf '%-22s %7s %10s %12s %11s %9s %11s %7s %8s %9s %8s %6s %12s\n' \
+    case clients orders/s confirmed/s "latency ms" "place ms" "confirm ms" failed "pending" "events/s" backlog checks "cpu pg/pb/ot"
 for row in "${table_rows[@]}"; do echo "$row"; done
 if [[ -n $tpcb_line ]]; then echo "$tpcb_line"; fi
 cat <<EOF
 
-orders/s: placed+confirmed pairs per second (pgbench tps of place_and_confirm.sql, failures excluded).
+orders/s: placed+confirmed pairs per second (pgbench tps of place_and_confirm.sql, failures excluded);
+in +batch cases, orders placed per second. confirmed/s: orders CONFIRMED in the database per second
+of the run (+batch: confirmed by confirm_batch.sql, BATCH at a time, by CONFIRMERS clients).
 latency: per pair; place/confirm ms: sums of pgbench -r per-statement averages up to each COMMIT.
 failed: pairs that hit an error (deadlocks); pending: orders left PENDING by a failed confirm.
 events/s: outbox rows the relay client deleted per second; backlog: rows left in the outbox.
