@@ -15,6 +15,8 @@ pub struct InventoryItemRow {
     pub updated_at: DateTime<Utc>,
     /// Counts the item's changes: 1 when created.
     pub version: i32,
+    /// When staff retired it (no new order may name it); None while it is available.
+    pub retired_at: Option<DateTime<Utc>>,
 }
 
 impl InventoryItemRow {
@@ -47,7 +49,8 @@ impl InventoryItemRow {
     }
 }
 
-const ITEM_COLUMNS: &str = "id, sku, name, quantity, low_stock_threshold, updated_at, version";
+const ITEM_COLUMNS: &str =
+    "id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at";
 
 /// The stock ledger's name for a reason.
 pub(super) fn ledger_reason(reason: StockChangeReason) -> &'static str {
@@ -55,6 +58,8 @@ pub(super) fn ledger_reason(reason: StockChangeReason) -> &'static str {
         StockChangeReason::StockSet => "stock_set",
         StockChangeReason::OrderConfirmed => "order_confirmed",
         StockChangeReason::OrderCancelled => "order_cancelled",
+        // Retiring moves no stock, so it never writes a ledger row; were it to, it is staff's.
+        StockChangeReason::ItemRetired => "stock_set",
     }
 }
 
@@ -75,6 +80,8 @@ pub async fn find_by_skus(
 pub struct ItemFilter {
     /// Only items at or below their low-stock threshold.
     pub low_stock: bool,
+    /// Retired items too (otherwise left out).
+    pub include_retired: bool,
     /// Items whose SKU or name starts with this, ignoring case.
     pub search: Option<String>,
 }
@@ -93,6 +100,9 @@ pub async fn list(
     ));
     if filter.low_stock {
         sql.push(" and quantity <= low_stock_threshold");
+    }
+    if !filter.include_retired {
+        sql.push(" and retired_at is null");
     }
     if let Some(search) = &filter.search {
         let prefix = format!("{}%", escape_like(&search.to_lowercase()));
@@ -223,7 +233,7 @@ pub async fn upsert(
         "update inventory_items
          set name = $2, quantity = $3,
              low_stock_threshold = coalesce($4, low_stock_threshold),
-             version = version + $5, updated_at = now()
+             version = version + $5, updated_at = now(), retired_at = null
          where id = $1 returning {ITEM_COLUMNS}"
     ))
     .bind(current.id)
@@ -281,4 +291,33 @@ pub async fn create_many(
     .execute(conn)
     .await?;
     Ok(created.rows_affected())
+}
+
+/// Retires the item `sku` (locked until the transaction ends): None when no item has that SKU;
+/// the item and whether this call retired it (false: it already was).
+pub async fn retire(
+    conn: &mut PgConnection,
+    sku: &str,
+) -> sqlx::Result<Option<(InventoryItemRow, bool)>> {
+    let Some(current): Option<InventoryItemRow> = super::query_as(&format!(
+        "select {ITEM_COLUMNS} from inventory_items where sku = $1 for no key update"
+    ))
+    .bind(sku)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if current.retired_at.is_some() {
+        return Ok(Some((current, false)));
+    }
+    let retired: InventoryItemRow = super::query_as(&format!(
+        "update inventory_items
+         set retired_at = now(), version = version + 1, updated_at = now()
+         where id = $1 returning {ITEM_COLUMNS}"
+    ))
+    .bind(current.id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Some((retired, true)))
 }

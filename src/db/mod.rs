@@ -59,6 +59,12 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+/// Whether an error is a check violation of the named constraint.
+pub fn is_check_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_check_violation() && db.constraint() == Some(constraint))
+}
+
 pub fn is_foreign_key_violation(error: &sqlx::Error, constraint: &str) -> bool {
     matches!(error, sqlx::Error::Database(db)
         if db.is_foreign_key_violation() && db.constraint() == Some(constraint))

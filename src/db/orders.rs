@@ -59,6 +59,9 @@ pub const IDEMPOTENCY_CONSTRAINT: &str = "orders_user_idempotency_key";
 /// The foreign key of an order line's SKU: violated when a line names an unknown SKU.
 pub const LINE_SKU_CONSTRAINT: &str = "order_lines_sku_fkey";
 
+/// Raised (as a check violation) when an order line names a retired item (migration 0006).
+pub const LINE_RETIRED_CONSTRAINT: &str = "order_lines_sku_retired";
+
 /// Places an order in one statement (so one round trip, atomic without a transaction): `order`
 /// as it is placed, its lines numbered from 1, its first history entry `placed`, and its
 /// `events` in the outbox. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key

@@ -185,6 +185,8 @@ pub enum StockChangeReason {
     OrderConfirmed,
     /// A confirmed order was cancelled and its lines restored.
     OrderCancelled,
+    /// Staff retired the item: no new order may name it; its stock stays as it is.
+    ItemRetired,
 }
 
 /// An inventory item changed: its stock level after the change, and why. Travels on its own
@@ -208,6 +210,10 @@ pub struct StockLevelChanged {
     /// The order that moved the stock, if an order did.
     pub order_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
+    /// Whether the item is retired after this change (absent in events of earlier builds:
+    /// false).
+    #[serde(default)]
+    pub retired: bool,
 }
 
 impl StockLevelChanged {
@@ -304,6 +310,7 @@ mod tests {
             reason: StockChangeReason::OrderConfirmed,
             order_id: Some(Uuid::now_v7()),
             occurred_at: Utc::now(),
+            retired: false,
         };
         assert!(
             change(5, false).became_low_stock(),

@@ -18,6 +18,8 @@ pub enum UserErrorCode {
     DuplicateSku,
     /// No inventory item has that SKU.
     UnknownSku,
+    /// The inventory item is retired: no new order may name it.
+    ItemRetired,
     /// An idempotency key is empty or too long.
     InvalidIdempotencyKey,
     /// The idempotency key was already used for an order with other lines.

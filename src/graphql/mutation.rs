@@ -65,6 +65,18 @@ pub struct UpsertInventoryItemInput {
     pub low_stock_threshold: Option<i32>,
 }
 
+#[derive(InputObject)]
+pub struct RetireInventoryItemInput {
+    pub sku: String,
+}
+
+#[derive(SimpleObject)]
+pub struct RetireInventoryItemPayload {
+    /// The item, retired.
+    pub item: Option<InventoryItem>,
+    pub user_errors: Vec<UserError>,
+}
+
 #[derive(SimpleObject)]
 pub struct UpsertInventoryItemPayload {
     pub item: Option<InventoryItem>,
@@ -174,6 +186,34 @@ impl MutationRoot {
                 user_errors: vec![],
             },
             Err(user_errors) => UpsertInventoryItemPayload {
+                item: None,
+                user_errors,
+            },
+        })
+    }
+
+    /// Retires an inventory item (staff only): no new order may name it; it stays in every
+    /// order, ledger row and history entry, and its stock stays. `upsertInventoryItem` brings
+    /// it back. Retiring a retired item changes nothing.
+    async fn retire_inventory_item(
+        &self,
+        ctx: &Context<'_>,
+        input: RetireInventoryItemInput,
+    ) -> async_graphql::Result<RetireInventoryItemPayload> {
+        staff(ctx)?;
+        let result = service::inventory::retire_item(
+            ctx.data_unchecked::<Db>(),
+            ctx.data_unchecked::<OutboxWaker>(),
+            &input.sku,
+        )
+        .await
+        .gql()?;
+        Ok(match result {
+            Ok(item) => RetireInventoryItemPayload {
+                item: Some(InventoryItem(item)),
+                user_errors: vec![],
+            },
+            Err(user_errors) => RetireInventoryItemPayload {
                 item: None,
                 user_errors,
             },

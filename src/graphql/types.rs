@@ -144,6 +144,16 @@ impl InventoryItem {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+
+    /// Retired by staff: kept in every order that names it, but no new order may.
+    async fn retired(&self) -> bool {
+        self.0.retired_at.is_some()
+    }
+
+    /// When it was retired, if it is.
+    async fn retired_at(&self) -> Option<DateTime<Utc>> {
+        self.0.retired_at
+    }
 }
 
 /// Which inventory items to list.
@@ -154,6 +164,9 @@ pub struct InventoryItemFilter {
     pub low_stock: bool,
     /// Items whose SKU or name starts with this text, ignoring case (1 to 64 characters).
     pub search: Option<String>,
+    /// Retired items too (left out otherwise).
+    #[graphql(default)]
+    pub include_retired: bool,
 }
 
 /// The longest search text: as long as a SKU.
@@ -172,6 +185,7 @@ impl InventoryItemFilter {
         }
         Ok(crate::db::inventory::ItemFilter {
             low_stock: self.low_stock,
+            include_retired: self.include_retired,
             search: self.search,
         })
     }
@@ -321,6 +335,11 @@ pub struct InventoryChange(pub Arc<StockLevelChanged>);
 impl InventoryChange {
     async fn sku(&self) -> &str {
         &self.0.sku
+    }
+
+    /// Whether the item is retired after this change (no new order may name it).
+    async fn retired(&self) -> bool {
+        self.0.retired
     }
 
     async fn name(&self) -> &str {

@@ -1,5 +1,5 @@
-//! Staff setting an inventory item's name, stock and low-stock threshold; the change is announced
-//! on the stock-levels stream.
+//! Staff setting an inventory item's name, stock and low-stock threshold, and retiring it; each
+//! change is announced on the stock-levels stream.
 
 use crate::db;
 use crate::db::inventory::InventoryItemRow;
@@ -56,5 +56,42 @@ pub async fn upsert_item(
     tx.commit().await?;
     outbox.wake();
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
+    Ok(Ok(item))
+}
+
+/// Retires an item: it stays in every order and in the ledger, and its stock stays, but no new
+/// order may name it (until [`upsert_item`] brings it back). Retiring a retired item changes
+/// nothing.
+pub async fn retire_item(
+    pool: &Db,
+    outbox: &OutboxWaker,
+    sku: &str,
+) -> Result<Result<InventoryItemRow, Vec<UserError>>, AppError> {
+    if let Err(problem) = crate::domain::order::check_sku(sku) {
+        return Ok(Err(vec![UserError::new(
+            ["sku"],
+            crate::domain::user_error::UserErrorCode::InvalidSku,
+            problem,
+        )]));
+    }
+    let mut tx = pool.begin().await?;
+    let Some((item, newly_retired)) = db::inventory::retire(&mut tx, sku).await? else {
+        return Ok(Err(vec![UserError::new(
+            ["sku"],
+            crate::domain::user_error::UserErrorCode::UnknownSku,
+            format!("no inventory item has SKU {sku}"),
+        )]));
+    };
+    if newly_retired {
+        let low = item.is_low_stock();
+        let changed =
+            super::stock_level_changed(&item, 0, low, StockChangeReason::ItemRetired, None);
+        db::outbox::enqueue(&mut *tx, &[(&changed).into()]).await?;
+    }
+    tx.commit().await?;
+    if newly_retired {
+        outbox.wake();
+        tracing::info!(sku = %item.sku, "inventory item retired");
+    }
     Ok(Ok(item))
 }

@@ -80,6 +80,7 @@ pub fn stock_level_changed(
         reason,
         order_id,
         occurred_at: item.updated_at,
+        retired: item.retired_at.is_some(),
     }
 }
 

@@ -85,6 +85,13 @@ pub async fn place_order(
                     .ok_or_else(|| AppError::Internal(e.into()))?;
                 return replay(pool, existing, &lines).await;
             }
+            Err(e) if db::is_check_violation(&e, db::orders::LINE_RETIRED_CONSTRAINT) => {
+                let retired = retired_skus(pool, &lines).await?;
+                if retired.is_empty() {
+                    return Err(AppError::Internal(e.into()));
+                }
+                return Ok(Err(retired));
+            }
             Err(e) if db::is_foreign_key_violation(&e, db::orders::LINE_SKU_CONSTRAINT) => {
                 let unknown = unknown_skus(pool, &lines).await?;
                 if unknown.is_empty() {
@@ -127,6 +134,28 @@ async fn replay(
             ),
         )]))
     }
+}
+
+/// One `ITEM_RETIRED` per line naming a retired item.
+async fn retired_skus(pool: &Db, lines: &[RequestedLine]) -> Result<Vec<UserError>, AppError> {
+    let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+    let items = db::inventory::find_by_skus(pool, &skus).await?;
+    Ok(lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| {
+            items
+                .iter()
+                .any(|item| item.sku == line.sku && item.retired_at.is_some())
+        })
+        .map(|(index, line)| {
+            UserError::new(
+                ["items".to_owned(), index.to_string(), "sku".to_owned()],
+                UserErrorCode::ItemRetired,
+                format!("{} is retired and cannot be ordered", line.sku),
+            )
+        })
+        .collect())
 }
 
 async fn unknown_skus(pool: &Db, lines: &[RequestedLine]) -> Result<Vec<UserError>, AppError> {

@@ -33,6 +33,7 @@ mod persisted_queries;
 mod pooler;
 mod properties;
 mod proxy;
+mod retired_items;
 mod schema;
 mod stale_changes;
 mod subscriptions;
