@@ -517,9 +517,11 @@ async fn a_broker_cut_for_a_minute_keeps_orders_coming_and_confirms_each_once_af
         let asked = Instant::now();
         let payload = app.place_order(&alice, &[("SOFA", 2)], None).await;
         assert_eq!(payload["order"]["status"], "PENDING", "{payload}");
+        // Seconds only on a machine busy with other tests; the broker's timeouts are 30 s.
         assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "the API waited for Kafka"
+            asked.elapsed() < Duration::from_secs(3),
+            "the API waited for Kafka: {:?}",
+            asked.elapsed()
         );
         placed.push(payload["order"]["id"].as_str().unwrap().to_owned());
         tokio::time::sleep(Duration::from_secs(2)).await;
