@@ -17,6 +17,9 @@ pub struct InventoryItemRow {
     pub version: i32,
     /// When staff retired it (no new order may name it); None while it is available.
     pub retired_at: Option<DateTime<Utc>>,
+    /// Its price now, in minor units of `price_currency` (None: no price set).
+    pub price_amount: Option<i64>,
+    pub price_currency: Option<String>,
 }
 
 impl InventoryItemRow {
@@ -50,7 +53,8 @@ impl InventoryItemRow {
 }
 
 const ITEM_COLUMNS: &str =
-    "id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at";
+    "id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at, \
+     price_amount, price_currency";
 
 /// The stock ledger's name for a reason.
 pub(super) fn ledger_reason(reason: StockChangeReason) -> &'static str {
@@ -205,12 +209,22 @@ pub struct UpsertedItem {
 
 /// Creates or updates an item and records the change of stock in the ledger. A threshold of
 /// `None` keeps the item's current one (0 for a new item).
+/// What setting an item does to its price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PriceChange {
+    Keep,
+    Clear,
+    /// Amount in minor units, ISO 4217 currency.
+    Set(i64, String),
+}
+
 pub async fn upsert(
     conn: &mut PgConnection,
     sku: &str,
     name: &str,
     quantity: i32,
     low_stock_threshold: Option<i32>,
+    price: &PriceChange,
 ) -> sqlx::Result<UpsertedItem> {
     let created = super::query(
         "insert into inventory_items (sku, name, quantity, low_stock_threshold)
@@ -233,7 +247,9 @@ pub async fn upsert(
         "update inventory_items
          set name = $2, quantity = $3,
              low_stock_threshold = coalesce($4, low_stock_threshold),
-             version = version + $5, updated_at = now(), retired_at = null
+             version = version + $5, updated_at = now(), retired_at = null,
+             price_amount = case when $6 then $7 else price_amount end,
+             price_currency = case when $6 then $8 else price_currency end
          where id = $1 returning {ITEM_COLUMNS}"
     ))
     .bind(current.id)
@@ -241,6 +257,15 @@ pub async fn upsert(
     .bind(quantity)
     .bind(low_stock_threshold)
     .bind(if created { 0 } else { 1 })
+    .bind(*price != PriceChange::Keep)
+    .bind(match price {
+        PriceChange::Set(amount, _) => Some(*amount),
+        _ => None,
+    })
+    .bind(match price {
+        PriceChange::Set(_, currency) => Some(currency.as_str()),
+        _ => None,
+    })
     .fetch_one(&mut *conn)
     .await?;
     let delta = quantity - current.quantity;

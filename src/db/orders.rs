@@ -19,6 +19,10 @@ pub struct OrderRow {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the order costs, in minor units of `total_currency`, from its lines' prices when it
+    /// was placed; None when a line's item had no price (or the order predates prices).
+    pub total_amount: Option<i64>,
+    pub total_currency: Option<String>,
 }
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub struct OrderLineRow {
     pub line_no: i32,
     pub sku: String,
     pub quantity: i32,
+    /// The item's price when the order was placed (None: it had none).
+    pub unit_price_amount: Option<i64>,
+    pub unit_price_currency: Option<String>,
 }
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -43,7 +50,7 @@ pub struct StatusChangeRow {
 
 pub(super) const ORDER_COLUMNS: &str =
     "id, user_id, status, rejection_reason, version, stock_deducted, \
-                             idempotency_key, created_at, updated_at";
+                             idempotency_key, created_at, updated_at, total_amount, total_currency";
 
 /// [`ORDER_COLUMNS`] of the table aliased `alias`.
 fn order_columns_of(alias: &str) -> String {
@@ -58,6 +65,12 @@ pub const IDEMPOTENCY_CONSTRAINT: &str = "orders_user_idempotency_key";
 
 /// The foreign key of an order line's SKU: violated when a line names an unknown SKU.
 pub const LINE_SKU_CONSTRAINT: &str = "order_lines_sku_fkey";
+
+/// Violated when an order's lines are priced in more than one currency (migration 0007).
+pub const TOTAL_CURRENCY_CONSTRAINT: &str = "orders_total_one_currency";
+
+/// Violated when an order's total does not fit GraphQL's Int (migration 0007).
+pub const TOTAL_RANGE_CONSTRAINT: &str = "orders_total_in_range";
 
 /// Raised (as a check violation) when an order line names a retired item (migration 0006).
 pub const LINE_RETIRED_CONSTRAINT: &str = "order_lines_sku_retired";
@@ -78,15 +91,29 @@ pub async fn insert_placed(
     let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(events);
     super::query_as(&format!(
         "-- The order and its first history entry share status ($9), version ($7) and time ($4).
-         with placed as (
+         -- Each line keeps its item's price now; the order its total, in the one currency of
+         -- its lines ('MIXED' otherwise, which a check refuses).
+         with priced as (
+             select line.no::int as line_no, line.sku, line.quantity, item.price_amount,
+                    item.price_currency
+             from unnest($5::text[], $6::int[]) with ordinality as line(sku, quantity, no)
+             left join inventory_items item on item.sku = line.sku
+         ), total as (
+             select case when bool_and(price_amount is not null)
+                         then sum(quantity * price_amount) end as amount,
+                    case when count(distinct price_currency) > 1 then 'MIXED'
+                         when bool_and(price_amount is not null) then min(price_currency)
+                    end as currency
+             from priced
+         ), placed as (
              insert into orders (id, user_id, status, version, idempotency_key, created_at,
-                                 updated_at)
-             values ($1, $2, $9, $7, $3, $4, $4)
+                                 updated_at, total_amount, total_currency)
+             select $1, $2, $9, $7, $3, $4, $4, total.amount, total.currency from total
              returning {ORDER_COLUMNS}
          ), lines as (
-             insert into order_lines (order_id, line_no, sku, quantity)
-             select $1, line.no::int, line.sku, line.quantity
-             from unnest($5::text[], $6::int[]) with ordinality as line(sku, quantity, no)
+             insert into order_lines (order_id, line_no, sku, quantity, unit_price_amount,
+                                      unit_price_currency)
+             select $1, line_no, sku, quantity, price_amount, price_currency from priced
          ), history as (
              insert into order_status_history
                  (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
@@ -227,8 +254,8 @@ pub async fn lines_of(
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<OrderLineRow>> {
     super::query_as(
-        "select order_id, line_no, sku, quantity from order_lines
-         where order_id = any($1) order by order_id, line_no",
+        "select order_id, line_no, sku, quantity, unit_price_amount, unit_price_currency
+         from order_lines where order_id = any($1) order by order_id, line_no",
     )
     .bind(order_ids)
     .fetch_all(db)

@@ -149,6 +149,27 @@ pub fn is_low_stock(quantity: i32, low_stock_threshold: i32) -> bool {
 }
 
 /// Checks an inventory item as staff set it.
+/// A price's problems: the amount must be 0 to 2147483647 minor units, the currency an ISO 4217
+/// code.
+pub fn validate_price(amount: i64, currency: &str) -> Vec<UserError> {
+    let mut errors = Vec::new();
+    if !(0..=i64::from(i32::MAX)).contains(&amount) {
+        errors.push(UserError::new(
+            ["price", "amount"],
+            UserErrorCode::InvalidPrice,
+            format!("a price is 0 to {} minor units, got {amount}", i32::MAX),
+        ));
+    }
+    if iso_currency::Currency::from_code(currency).is_none() {
+        errors.push(UserError::new(
+            ["price", "currency"],
+            UserErrorCode::InvalidPrice,
+            format!("{currency:?} is not an ISO 4217 currency code (such as EUR or USD)"),
+        ));
+    }
+    errors
+}
+
 pub fn validate_inventory_item(
     sku: &str,
     name: &str,

@@ -20,6 +20,12 @@ pub enum UserErrorCode {
     UnknownSku,
     /// The inventory item is retired: no new order may name it.
     ItemRetired,
+    /// The order's items are priced in more than one currency.
+    CurrencyMismatch,
+    /// The order's total does not fit in 2147483647 minor units.
+    TotalTooLarge,
+    /// A price's amount is negative or its currency is not an ISO 4217 code.
+    InvalidPrice,
     /// An idempotency key is empty or too long.
     InvalidIdempotencyKey,
     /// The idempotency key was already used for an order with other lines.

@@ -3,6 +3,7 @@
 
 use super::types::{InventoryItem, Order};
 use super::{mutating_viewer, staff};
+use crate::db::inventory::PriceChange;
 use crate::db::Db;
 use crate::domain::order::RequestedLine;
 use crate::domain::status::OrderStatus;
@@ -11,7 +12,7 @@ use crate::error::IntoGraphql;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service;
-use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 
 pub struct MutationRoot;
 
@@ -63,6 +64,17 @@ pub struct UpsertInventoryItemInput {
     pub quantity: i32,
     /// Kept as it is when omitted (0 for a new item).
     pub low_stock_threshold: Option<i32>,
+    /// Kept as it is when omitted (none for a new item); null removes it. Orders already
+    /// placed keep the prices they were placed at.
+    pub price: MaybeUndefined<MoneyInput>,
+}
+
+/// An amount of money: `amount` in minor units (cents for EUR and USD, yen for JPY) of
+/// `currency`, an ISO 4217 code.
+#[derive(InputObject)]
+pub struct MoneyInput {
+    pub amount: i32,
+    pub currency: String,
 }
 
 #[derive(InputObject)]
@@ -176,6 +188,13 @@ impl MutationRoot {
                 name: input.name,
                 quantity: input.quantity,
                 low_stock_threshold: input.low_stock_threshold,
+                price: match input.price {
+                    MaybeUndefined::Undefined => PriceChange::Keep,
+                    MaybeUndefined::Null => PriceChange::Clear,
+                    MaybeUndefined::Value(price) => {
+                        PriceChange::Set(i64::from(price.amount), price.currency)
+                    }
+                },
             },
         )
         .await

@@ -63,6 +63,12 @@ impl Order {
         self.0.created_at
     }
 
+    /// What the order costs: its lines at the prices they were placed at. Never changes once
+    /// placed; null when an item had no price then.
+    async fn total(&self) -> Option<Money> {
+        Money::of(self.0.total_amount, self.0.total_currency.as_deref())
+    }
+
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -95,6 +101,14 @@ impl OrderLine {
 
     async fn quantity(&self) -> i32 {
         self.0.quantity
+    }
+
+    /// The item's price when the order was placed (null if it had none).
+    async fn unit_price(&self) -> Option<Money> {
+        Money::of(
+            self.0.unit_price_amount,
+            self.0.unit_price_currency.as_deref(),
+        )
     }
 
     /// The inventory item as it is now.
@@ -153,6 +167,28 @@ impl InventoryItem {
     /// When it was retired, if it is.
     async fn retired_at(&self) -> Option<DateTime<Utc>> {
         self.0.retired_at
+    }
+
+    /// Its price now (orders keep the price they were placed at).
+    async fn price(&self) -> Option<Money> {
+        Money::of(self.0.price_amount, self.0.price_currency.as_deref())
+    }
+}
+
+/// An amount of money: `amount` in minor units of `currency` (an ISO 4217 code).
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub amount: i32,
+    pub currency: String,
+}
+
+impl Money {
+    /// From stored columns; amounts are kept within Int's range by the database's checks.
+    fn of(amount: Option<i64>, currency: Option<&str>) -> Option<Money> {
+        Some(Money {
+            amount: i32::try_from(amount?).ok()?,
+            currency: currency?.to_owned(),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! change is announced on the stock-levels stream.
 
 use crate::db;
-use crate::db::inventory::InventoryItemRow;
+use crate::db::inventory::{InventoryItemRow, PriceChange};
 use crate::db::Db;
 use crate::domain::events::StockChangeReason;
 use crate::domain::order::validate_inventory_item;
@@ -15,6 +15,7 @@ pub struct ItemInput {
     pub name: String,
     pub quantity: i32,
     pub low_stock_threshold: Option<i32>,
+    pub price: PriceChange,
 }
 
 /// Creates or updates an item; the change of stock goes to the ledger.
@@ -29,6 +30,10 @@ pub async fn upsert_item(
         input.quantity,
         input.low_stock_threshold.unwrap_or(0),
     );
+    let mut errors = errors;
+    if let PriceChange::Set(amount, currency) = &input.price {
+        errors.extend(crate::domain::order::validate_price(*amount, currency));
+    }
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
@@ -39,6 +44,7 @@ pub async fn upsert_item(
         input.name.trim(),
         input.quantity,
         input.low_stock_threshold,
+        &input.price,
     )
     .await?;
     let item = upserted.after;

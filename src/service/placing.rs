@@ -51,6 +51,9 @@ pub async fn place_order(
         idempotency_key: idempotency_key.clone(),
         created_at: now,
         updated_at: now,
+        // The statement that stores the order prices it.
+        total_amount: None,
+        total_currency: None,
     };
     let placed = Event::new(
         pending.id,
@@ -84,6 +87,20 @@ pub async fn place_order(
                     .await?
                     .ok_or_else(|| AppError::Internal(e.into()))?;
                 return replay(pool, existing, &lines).await;
+            }
+            Err(e) if db::is_check_violation(&e, db::orders::TOTAL_CURRENCY_CONSTRAINT) => {
+                return Ok(Err(vec![UserError::new(
+                    ["items"],
+                    UserErrorCode::CurrencyMismatch,
+                    "the items are priced in more than one currency; one order takes one currency",
+                )]));
+            }
+            Err(e) if db::is_check_violation(&e, db::orders::TOTAL_RANGE_CONSTRAINT) => {
+                return Ok(Err(vec![UserError::new(
+                    ["items"],
+                    UserErrorCode::TotalTooLarge,
+                    "the order's total is more than 2147483647 minor units; split the order",
+                )]));
             }
             Err(e) if db::is_check_violation(&e, db::orders::LINE_RETIRED_CONSTRAINT) => {
                 let retired = retired_skus(pool, &lines).await?;

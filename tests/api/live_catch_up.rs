@@ -64,6 +64,7 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
         name: "Lamp".into(),
         quantity: 100,
         low_stock_threshold: None,
+        price: oms::db::inventory::PriceChange::Keep,
     };
     upsert_item(&pool, &outbox, item).await.unwrap().unwrap();
     // Two live events kept per subscriber: the third unread one makes it fall behind.

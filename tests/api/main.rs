@@ -31,6 +31,7 @@ mod order_flow;
 mod order_listing;
 mod persisted_queries;
 mod pooler;
+mod prices;
 mod properties;
 mod proxy;
 mod retired_items;

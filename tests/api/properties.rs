@@ -115,6 +115,7 @@ async fn run(pool: &Db, case: usize, clients: Vec<Vec<Step>>) -> Result<(), Test
             name: sku.clone(),
             quantity: 5,
             low_stock_threshold: None,
+            price: oms::db::inventory::PriceChange::Keep,
         };
         oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
             .await
@@ -273,6 +274,7 @@ async fn run_client(
                     name: skus[sku].clone(),
                     quantity,
                     low_stock_threshold: None,
+                    price: oms::db::inventory::PriceChange::Keep,
                 };
                 oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
                     .await

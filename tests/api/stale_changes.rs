@@ -35,6 +35,7 @@ async fn set_stock(pool: &Db, sku: &str, quantity: i32) {
         name: sku.into(),
         quantity,
         low_stock_threshold: None,
+        price: oms::db::inventory::PriceChange::Keep,
     };
     upsert_item(pool, &OutboxWaker::default(), input)
         .await
