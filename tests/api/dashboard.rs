@@ -63,7 +63,8 @@ async fn the_dashboard_shows_an_order_placed_through_the_api_live() {
                upsertInventoryItem(input: $input) { item { sku lowStock } userErrors { code message } }
              }",
             json!({ "input": {
-                "sku": "DASH-LAMP", "name": "Desk lamp", "quantity": 5, "lowStockThreshold": 3
+                "sku": "DASH-LAMP", "name": "Desk lamp", "quantity": 5, "lowStockThreshold": 3,
+                "price": { "amount": 1250, "currency": "EUR" },
             } }),
         )
         .await;
@@ -100,6 +101,7 @@ async fn the_dashboard_shows_an_order_placed_through_the_api_live() {
         .env("OMS_STAFF_TOKEN", &staff)
         .env("OMS_CUSTOMER_TOKEN", app.customer("alice"))
         .env("OMS_SKU", "DASH-LAMP")
+        .env("OMS_UNIT_PRICE", "1250")
         .env("OMS_EARLIER_CANCELLED", EARLIER_ORDERS.to_string())
         .env("CHROMIUM", chromium())
         .kill_on_drop(true)

@@ -67,6 +67,8 @@ async function api(token, query, variables) {
 }
 
 const byTestId = (id) => `[data-testid="${id}"]`;
+// The item's price in minor units (tests/api/dashboard.rs sets it).
+const UNIT_PRICE = Number(process.env.OMS_UNIT_PRICE || 1250);
 const feedRow = (orderId, to) => `[data-testid="feed-row"][data-order-id="${orderId}"][data-to="${to}"]`;
 
 async function countOf(page, status) {
@@ -187,6 +189,32 @@ try {
   await expectStep(`the low-stock panel shows ${sku} at its threshold (${item.lowStockThreshold})`, async () => {
     await page.waitForSelector(`[data-testid="low-stock-row"][data-sku="${sku}"][data-quantity="${item.lowStockThreshold}"]`);
     if (process.env.OMS_SCREENSHOT) await page.screenshot({ path: process.env.OMS_SCREENSHOT.replace(/\.png$/, '-low-stock.png') });
+  });
+
+  await expectStep('clicking the order shows its lines at their prices and its total', async () => {
+    await page.click(`${feedRow(orderId, 'CONFIRMED')} [data-testid="open-order"]`);
+    await page.waitForSelector(`${byTestId('order-panel')}[data-loaded="${orderId}"]`);
+    const line = await page.textContent(`[data-testid="order-line"][data-sku="${sku}"]`);
+    const total = await page.textContent(byTestId('order-total'));
+    const expected = (quantity * UNIT_PRICE / 100).toFixed(2);
+    if (!line.includes(String(quantity)) || !total.includes(expected)) {
+      throw new Error(`order panel: line "${line}", total "${total}" (expected ${quantity} × ${UNIT_PRICE / 100} = ${expected})`);
+    }
+  });
+
+  await expectStep('the status filter shows only changes to the chosen status, then all again', async () => {
+    await page.selectOption(byTestId('feed-filter'), 'PENDING');
+    const shown = await page.$$eval('[data-testid="feed-row"]', (rows) => rows.filter((row) => !row.hidden).map((row) => row.dataset.to));
+    if (shown.length === 0 || shown.some((to) => to !== 'PENDING')) throw new Error(`rows shown with PENDING chosen: ${shown}`);
+    await page.selectOption(byTestId('feed-filter'), '');
+    const all = await page.$$eval('[data-testid="feed-row"]', (rows) => rows.filter((row) => row.hidden).length);
+    if (all !== 0) throw new Error(`${all} rows still hidden with every status chosen`);
+  });
+
+  await expectStep('an order searched by a made-up id says it cannot be found', async () => {
+    await page.fill(byTestId('order-search-id'), '01a22b3a-0000-7000-8000-000000000000');
+    await page.press(byTestId('order-search-id'), 'Enter');
+    await page.waitForFunction(() => document.querySelector('[data-testid="order-error"]').textContent.includes('no such order'));
   });
 
   await expectStep('advance the order with the page (CONFIRMED → RECEIVED)', async () => {
