@@ -1,8 +1,9 @@
 # Builds the oms binary and runs it on a slim Debian (librdkafka links OpenSSL for Kafka TLS and SASL).
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
-COPY Cargo.toml Cargo.lock ./
+# npm installs the playground's pinned browser assets (build.rs), which the binary embeds.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake nodejs npm && rm -rf /var/lib/apt/lists/*
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
 COPY web-playground web-playground

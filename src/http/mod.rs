@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod client;
 pub mod ops;
 pub mod persisted_queries;
+pub mod playground;
 
 use crate::auth::{Authenticator, Viewer};
 use crate::config::ApiLimits;
@@ -35,7 +36,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
-const PLAYGROUND: &str = include_str!("../../web-playground/index.html");
 const DASHBOARD: &str = include_str!("../../web-playground/dashboard.html");
 
 /// Largest request body accepted on `/graphql`.
@@ -112,7 +112,9 @@ pub fn router(
     let metrics = state.metrics.clone();
     let api = with_request_layers(
         Router::new()
-            .route("/", get(playground))
+            .route("/", get(playground::page))
+            .route("/playground.js", get(playground::script))
+            .route("/assets/{name}", get(playground::asset))
             .route("/dashboard", get(dashboard))
             .route("/graphql", get(graphql).post(graphql))
             .route("/graphql/ws", get(graphql_ws))
@@ -165,10 +167,6 @@ fn with_request_layers(routes: Router) -> Router {
             }),
         )
         .layer(axum::middleware::map_response(json_for_too_large))
-}
-
-async fn playground(State(state): State<HttpState>) -> Html<String> {
-    Html(PLAYGROUND.replace("__OMS_DEFAULT_HEADERS__", &state.playground_headers))
 }
 
 /// The live dashboard: one page, no external assets. It may hold a token, so it is not cached,

@@ -13,14 +13,14 @@ const EARLIER_ORDERS: i32 = 12_000;
 /// The whole browser run: start Chromium, sign in, one order through four statuses.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
 /// What the browser test needs on this machine, or what is missing.
-fn browser_prerequisites(browser_dir: &Path) -> Result<(), String> {
+pub fn browser_prerequisites(browser_dir: &Path) -> Result<(), String> {
     let mut missing = Vec::new();
     let node = std::process::Command::new("node").arg("--version").output();
     if !matches!(node, Ok(ref output) if output.status.success()) {

@@ -18,15 +18,49 @@ async fn the_playground_is_served_at_the_root_and_points_at_the_websocket() {
     let page = app.get("/").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(
-        html.contains("/graphql/ws"),
-        "the playground subscribes over /graphql/ws"
-    );
     assert!(!html.contains("__OMS_DEFAULT_HEADERS__"));
     assert!(
-        html.contains("const defaultHeaders = {};"),
+        html.contains(r#"data-default-headers="{}""#),
         "no token is pre-filled outside development mode"
     );
+    let script = app.get("/playground.js").await.text().await.unwrap();
+    assert!(
+        script.contains("'/ws'") && script.contains("graphqlWs.createClient"),
+        "the playground subscribes over /graphql/ws"
+    );
+    app.stop_and_drop_database().await;
+}
+
+#[tokio::test]
+async fn the_playground_loads_everything_from_this_server_under_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/").await;
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    let sources: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|part| part.starts_with("/assets/") || part.contains("://"))
+        .collect();
+    assert!(
+        sources.iter().all(|source| source.starts_with("/assets/")),
+        "{sources:?}"
+    );
+    assert_eq!(sources.len(), 5, "{sources:?}");
+    for source in sources {
+        let asset = app.get(source).await;
+        assert_eq!(asset.status(), 200, "{source}");
+        assert!(asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+        assert!(asset.bytes().await.unwrap().len() > 1000, "{source}");
+    }
+    assert_eq!(app.get("/assets/nothing.js").await.status(), 404);
     app.stop_and_drop_database().await;
 }
 

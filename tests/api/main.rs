@@ -30,6 +30,7 @@ mod nodes;
 mod order_flow;
 mod order_listing;
 mod persisted_queries;
+mod playground;
 mod pooler;
 mod prices;
 mod properties;
