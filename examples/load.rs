@@ -18,24 +18,39 @@
 //! errors and userErrors). `--json FILE` also writes the figures as JSON. At the end it audits the
 //! database with `oms check` (no oversold stock, the ledger balances).
 //!
+//! With `--target URL[,URL...]` (`profile` and `open` modes; `bench/chaos` uses it) it starts no
+//! oms of its own: it drives the instances at those addresses, which someone else starts, kills
+//! and restarts. Requests go round-robin over them, tokens are signed with `--jwt-secret` (the
+//! instances' `JWT_SECRET`), the catalogue is stocked through `--database-url`, and
+//! `--acknowledged-orders FILE` receives the id of every order the API acknowledged, one a
+//! line, as it is acknowledged. Failures are expected there and counted by kind (connection
+//! errors, `UNAVAILABLE`, userErrors, ...), never a panic: requests time out after 30 s, a
+//! closed subscription reconnects (to the next instance if its own does not answer), and users
+//! keep going. Waiting for the last decisions and auditing the database are the caller's.
+//!
 //! ```text
 //! source scripts/infra.sh && cargo build --release --bin oms --example load
 //! target/release/examples/load --mode profile --users 500 --seconds 10 --catalogue uniform
 //! target/release/examples/load --mode open --rate 500 --seconds 10 --catalogue hot
 //! target/release/examples/load --mode broker --messages 20000
 //! target/release/examples/load --mode read --users 64 --seconds 10
+//! target/release/examples/load --mode profile --users 100 --seconds 300 --catalogue hot \
+//!     --target http://127.0.0.1:8081,http://127.0.0.1:8082 --jwt-secret "$JWT_SECRET" \
+//!     --database-url postgres://postgres@127.0.0.1:5432/oms_chaos --acknowledged-orders ids.txt
 //! ```
 
 #[path = "support/mod.rs"]
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use oms::auth::Role;
+use oms::auth::{Role, TokenKeys, DEV_SECRET};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{graphql, percentile, BenchServer, CpuReading};
@@ -53,6 +68,14 @@ struct Args {
     json: Option<String>,
     /// Extra `oms serve` flags, e.g. `--serve-flag=--kafka-batch-max-messages=1`.
     serve_flags: Vec<String>,
+    /// Running oms instances to drive instead of starting one (base URLs).
+    targets: Vec<String>,
+    /// The targets' HS256 secret (`JWT_SECRET`).
+    jwt_secret: Option<String>,
+    /// The targets' database, to stock the catalogue.
+    database_url: Option<String>,
+    /// Where to write the id of every order the API acknowledged.
+    acknowledged_orders: Option<String>,
 }
 
 fn args() -> Args {
@@ -65,10 +88,15 @@ fn args() -> Args {
         messages: 20_000,
         json: None,
         serve_flags: Vec::new(),
+        targets: Vec::new(),
+        jwt_secret: None,
+        database_url: None,
+        acknowledged_orders: None,
     };
     let usage =
         "usage: load [--mode profile|open|broker|read] [--users N] [--seconds S] [--rate R] \
-                 [--catalogue uniform|hot|one-hot] [--messages N] [--json FILE] [--serve-flag FLAG]...";
+                 [--catalogue uniform|hot|one-hot] [--messages N] [--json FILE] [--serve-flag FLAG]... \
+                 [--target URL,URL... --jwt-secret SECRET --database-url URL [--acknowledged-orders FILE]]";
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
         let [flag, value] = pair else {
@@ -84,10 +112,72 @@ fn args() -> Args {
             "--messages" => args.messages = value.parse().unwrap_or_else(|_| bad()),
             "--json" => args.json = Some(value.clone()),
             "--serve-flag" => args.serve_flags.push(value.clone()),
+            "--target" => args.targets = value.split(',').map(str::to_owned).collect(),
+            "--jwt-secret" => args.jwt_secret = Some(value.clone()),
+            "--database-url" => args.database_url = Some(value.clone()),
+            "--acknowledged-orders" => args.acknowledged_orders = Some(value.clone()),
             _ => bad(),
         }
     }
+    if !args.targets.is_empty() && (args.jwt_secret.is_none() || args.database_url.is_none()) {
+        panic!("--target needs --jwt-secret and --database-url: {usage}");
+    }
     args
+}
+
+/// The oms instances the users talk to and the key their tokens are signed with: the load's
+/// own `BenchServer`, or the running instances given with `--target`.
+struct Targets {
+    /// Base URLs, `http://host:port`.
+    bases: Vec<String>,
+    keys: TokenKeys,
+    token_ttl: Duration,
+    /// Someone else runs the targets and may kill them or cut their dependencies: failures are
+    /// counted, requests time out, subscriptions reconnect.
+    external: bool,
+    next: AtomicUsize,
+}
+
+impl Targets {
+    fn of_server(server: &BenchServer) -> Targets {
+        Targets {
+            bases: vec![format!("http://{}", server.addr)],
+            keys: TokenKeys::new(DEV_SECRET.as_bytes()),
+            token_ttl: Duration::from_secs(3600),
+            external: false,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn given(args: &Args) -> Targets {
+        Targets {
+            bases: args
+                .targets
+                .iter()
+                .map(|base| base.trim_end_matches('/').to_owned())
+                .collect(),
+            keys: TokenKeys::new(args.jwt_secret.as_deref().unwrap_or_default().as_bytes()),
+            // Valid for the whole run: a token expiring mid-run would close subscriptions.
+            token_ttl: Duration::from_secs(args.seconds + 3600),
+            external: true,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn token(&self, user: &str, role: Role) -> String {
+        self.keys.issue(user, role, self.token_ttl)
+    }
+
+    /// The GraphQL endpoint for the next request: round-robin over the targets.
+    fn graphql_url(&self) -> String {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        format!("{}/graphql", self.bases[i])
+    }
+
+    fn websocket_url(&self, i: usize) -> String {
+        let base = &self.bases[i % self.bases.len()];
+        format!("{}/graphql/ws", base.replacen("http", "ws", 1))
+    }
 }
 
 /// The catalogue orders draw from: `uniform` spreads them over 50,000 SKUs with ample stock;
@@ -181,6 +271,16 @@ struct Recorder {
     rejected: usize,
     /// Cancelled while still PENDING: decided without an inventory check's outcome.
     cancelled_pending: usize,
+    /// Errors by kind (see [`error_kind`]), with the first few of each.
+    errors_by_kind: BTreeMap<&'static str, usize>,
+    error_samples_by_kind: BTreeMap<&'static str, Vec<String>>,
+    /// Subscriptions that ended (the socket closed, or the server ended the subscription) and
+    /// were opened again; failed attempts to open one again.
+    subscriptions_closed: usize,
+    subscriptions_reopened: usize,
+    subscription_failures: usize,
+    /// Receives the id of each order the API acknowledged (`--acknowledged-orders`).
+    acknowledged: Option<std::io::LineWriter<std::fs::File>>,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -196,7 +296,37 @@ impl Recorder {
             if self.error_samples.len() < 10 {
                 self.error_samples.push(format!("{operation}: {error}"));
             }
+            let kind = error_kind(error);
+            *self.errors_by_kind.entry(kind).or_default() += 1;
+            let samples = self.error_samples_by_kind.entry(kind).or_default();
+            if samples.len() < 3 {
+                samples.push(format!("{operation}: {error}"));
+            }
         }
+    }
+
+    fn acknowledge(&mut self, id: &str, answered: Instant) {
+        self.placed.insert(id.to_owned(), answered);
+        if let Some(file) = &mut self.acknowledged {
+            writeln!(file, "{id}").expect("writing the acknowledged order ids");
+        }
+    }
+}
+
+/// What kind of failure an error is: `transport` (no answer: refused, reset, timed out),
+/// `UNAVAILABLE` (oms could not reach a dependency), `userErrors` (refused by the rules, e.g. a
+/// change the order's status no longer allows), `INTERNAL`, or `other`.
+fn error_kind(error: &str) -> &'static str {
+    if error.starts_with("transport:") {
+        "transport"
+    } else if error.contains("\"UNAVAILABLE\"") {
+        "UNAVAILABLE"
+    } else if error.starts_with("userErrors:") {
+        "userErrors"
+    } else if error.contains("\"INTERNAL\"") {
+        "INTERNAL"
+    } else {
+        "other"
     }
 }
 
@@ -252,66 +382,132 @@ fn next_status(status: &str) -> Option<&'static str> {
 const CANCELLABLE: &[&str] = &["PENDING", "CONFIRMED", "RECEIVED"];
 const ADVANCEABLE: &[&str] = &["CONFIRMED", "RECEIVED", "OUT_FOR_DELIVERY"];
 
-/// A customer's own WebSocket subscription to every change of their orders.
-async fn subscribe(
-    server: &BenchServer,
-    token: &str,
-    book: Shared<OrderBook>,
-    recorder: Shared<Recorder>,
-) -> tokio::task::JoinHandle<()> {
-    let mut request = server.websocket_url().into_client_request().unwrap();
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a customer's WebSocket at `url` and subscribes to every change of their orders.
+async fn open_subscription(url: &str, token: &str) -> Result<WebSocket, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
-        .expect("WebSocket connects");
+        .map_err(|e| format!("connecting: {e}"))?;
     let init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
     socket
         .send(WsMessage::Text(init.to_string().into()))
         .await
-        .unwrap();
-    socket.next().await.unwrap().unwrap();
+        .map_err(|e| format!("sending connection_init: {e}"))?;
+    match socket.next().await {
+        Some(Ok(_)) => {}
+        other => return Err(format!("no connection_ack: {other:?}")),
+    }
     let subscribe = json!({"id": "1", "type": "subscribe", "payload": {
         "query": "subscription { orderStatusChanged { orderId to version outcome } }"}});
     socket
         .send(WsMessage::Text(subscribe.to_string().into()))
         .await
-        .unwrap();
+        .map_err(|e| format!("subscribing: {e}"))?;
+    Ok(socket)
+}
+
+/// Records what the subscription reports until the socket closes or the server ends the
+/// subscription (an `error` or `complete` message).
+async fn follow_subscription(
+    mut socket: WebSocket,
+    book: &Shared<OrderBook>,
+    recorder: &Shared<Recorder>,
+) {
+    while let Some(Ok(frame)) = socket.next().await {
+        let WsMessage::Text(text) = frame else {
+            continue;
+        };
+        let now = Instant::now();
+        let message: Value = serde_json::from_str(&text).unwrap_or_default();
+        if message["type"] == "error" || message["type"] == "complete" {
+            return;
+        }
+        let change = &message["payload"]["data"]["orderStatusChanged"];
+        let (Some(id), Some(to)) = (change["orderId"].as_str(), change["to"].as_str()) else {
+            continue;
+        };
+        {
+            let mut book = book.lock().unwrap();
+            let entry = book.orders.entry(id.to_owned()).or_default();
+            entry.0 = to.to_owned();
+            let settled = change["outcome"] == "REFUSED"
+                || FINAL.contains(&to)
+                || entry.1.as_deref() == Some(to);
+            if settled {
+                entry.1 = None;
+            }
+        }
+        let mut recorder = recorder.lock().unwrap();
+        match to {
+            "CONFIRMED" => {
+                recorder.confirmed.insert(id.to_owned(), now);
+            }
+            "REJECTED" => recorder.rejected += 1,
+            "CANCELLED" if !recorder.confirmed.contains_key(id) => recorder.cancelled_pending += 1,
+            _ => {}
+        }
+    }
+}
+
+/// A customer's own WebSocket subscription to every change of their orders, on target `home`.
+/// With external targets, a subscription that ends is opened again (its own target first, then
+/// the next, a second apart), and the requests the user was waiting on are forgotten: their
+/// outcome may have gone by meanwhile.
+async fn subscribe(
+    targets: Arc<Targets>,
+    home: usize,
+    token: String,
+    book: Shared<OrderBook>,
+    recorder: Shared<Recorder>,
+) -> tokio::task::JoinHandle<()> {
+    const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+    async fn open(targets: &Targets, target: usize, token: &str) -> Result<WebSocket, String> {
+        let url = targets.websocket_url(target);
+        tokio::time::timeout(OPEN_TIMEOUT, open_subscription(&url, token))
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()))
+    }
+    let mut socket = match open(&targets, home, &token).await {
+        Ok(socket) => Some(socket),
+        Err(error) if targets.external => {
+            recorder.lock().unwrap().subscription_failures += 1;
+            eprintln!("load: a subscription could not be opened ({error}); retrying");
+            None
+        }
+        Err(error) => panic!("WebSocket connects: {error}"),
+    };
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = socket.next().await {
-            let WsMessage::Text(text) = frame else {
-                continue;
-            };
-            let now = Instant::now();
-            let message: Value = serde_json::from_str(&text).unwrap_or_default();
-            let change = &message["payload"]["data"]["orderStatusChanged"];
-            let (Some(id), Some(to)) = (change["orderId"].as_str(), change["to"].as_str()) else {
-                continue;
-            };
-            {
-                let mut book = book.lock().unwrap();
-                let entry = book.orders.entry(id.to_owned()).or_default();
-                entry.0 = to.to_owned();
-                let settled = change["outcome"] == "REFUSED"
-                    || FINAL.contains(&to)
-                    || entry.1.as_deref() == Some(to);
-                if settled {
+        let mut attempt = 0;
+        loop {
+            if let Some(socket) = socket.take() {
+                follow_subscription(socket, &book, &recorder).await;
+                if !targets.external {
+                    return;
+                }
+                recorder.lock().unwrap().subscriptions_closed += 1;
+                for entry in book.lock().unwrap().orders.values_mut() {
                     entry.1 = None;
                 }
+                attempt = 0;
             }
-            let mut recorder = recorder.lock().unwrap();
-            match to {
-                "CONFIRMED" => {
-                    recorder.confirmed.insert(id.to_owned(), now);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match open(&targets, home + attempt, &token).await {
+                Ok(opened) => {
+                    recorder.lock().unwrap().subscriptions_reopened += 1;
+                    socket = Some(opened);
                 }
-                "REJECTED" => recorder.rejected += 1,
-                "CANCELLED" if !recorder.confirmed.contains_key(id) => {
-                    recorder.cancelled_pending += 1
+                Err(_) => {
+                    recorder.lock().unwrap().subscription_failures += 1;
+                    attempt += 1;
                 }
-                _ => {}
             }
         }
     })
@@ -319,7 +515,7 @@ async fn subscribe(
 
 struct User {
     client: reqwest::Client,
-    url: String,
+    targets: Arc<Targets>,
     token: String,
     staff: String,
     catalogue: Arc<Catalogue>,
@@ -337,7 +533,8 @@ impl User {
         variables: Value,
         due: Instant,
     ) -> Result<Value, String> {
-        let body = graphql(&self.client, &self.url, token, document, variables).await;
+        let url = self.targets.graphql_url();
+        let body = graphql(&self.client, &url, token, document, variables).await;
         let outcome = field_of(body, field);
         self.recorder
             .lock()
@@ -361,11 +558,7 @@ impl User {
             .ok()?;
         let answered = Instant::now();
         let id = placed["order"]["id"].as_str()?.to_owned();
-        self.recorder
-            .lock()
-            .unwrap()
-            .placed
-            .insert(id.clone(), answered);
+        self.recorder.lock().unwrap().acknowledge(&id, answered);
         self.book
             .lock()
             .unwrap()
@@ -473,25 +666,36 @@ impl User {
 }
 
 async fn make_users(
-    server: &BenchServer,
+    targets: &Arc<Targets>,
     count: usize,
     catalogue: Arc<Catalogue>,
     recorder: &Shared<Recorder>,
 ) -> (Vec<Arc<User>>, Vec<tokio::task::JoinHandle<()>>) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(count)
-        .build()
-        .unwrap();
-    let staff = server.token("load-staff", Role::Staff);
+    let mut client = reqwest::Client::builder().pool_max_idle_per_host(count);
+    if targets.external {
+        // An instance that stopped answering (frozen, cut off) must not hold a user for ever.
+        client = client.timeout(Duration::from_secs(30));
+    }
+    let client = client.build().unwrap();
+    let staff = targets.token("load-staff", Role::Staff);
     let mut users = Vec::with_capacity(count);
     let mut subscriptions = Vec::with_capacity(count);
     for i in 0..count {
-        let token = server.token(&format!("load-user-{i}"), Role::Customer);
+        let token = targets.token(&format!("load-user-{i}"), Role::Customer);
         let book: Shared<OrderBook> = Arc::default();
-        subscriptions.push(subscribe(server, &token, book.clone(), recorder.clone()).await);
+        subscriptions.push(
+            subscribe(
+                targets.clone(),
+                i,
+                token.clone(),
+                book.clone(),
+                recorder.clone(),
+            )
+            .await,
+        );
         users.push(Arc::new(User {
             client: client.clone(),
-            url: server.graphql_url(),
+            targets: targets.clone(),
             token,
             staff: staff.clone(),
             catalogue: catalogue.clone(),
@@ -562,82 +766,67 @@ fn summary(values: &mut [f64]) -> Value {
 
 async fn run_api(args: &Args) -> Value {
     let catalogue = Arc::new(Catalogue::named(&args.catalogue));
-    let server = BenchServer::start("load", &load_flags(args)).await;
-    let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
+    let server = if args.targets.is_empty() {
+        Some(BenchServer::start("load", &load_flags(args)).await)
+    } else {
+        None
+    };
+    let (targets, database_url) = match &server {
+        Some(server) => (Targets::of_server(server), server.database_url.clone()),
+        None => (Targets::given(args), args.database_url.clone().unwrap()),
+    };
+    let targets = Arc::new(targets);
+    let pool = sqlx::PgPool::connect(&database_url)
+        .await
+        .expect("connecting to the database to stock the catalogue");
     let mut conn = pool.acquire().await.unwrap();
     oms::db::inventory::create_many(&mut conn, &catalogue.items())
         .await
-        .unwrap();
+        .expect("stocking the catalogue");
     drop(conn);
+    pool.close().await;
 
     let recorder: Shared<Recorder> = Arc::default();
+    if let Some(path) = &args.acknowledged_orders {
+        let file = std::fs::File::create(path).expect("creating the acknowledged orders file");
+        recorder.lock().unwrap().acknowledged = Some(std::io::LineWriter::new(file));
+    }
     let users_wanted = if args.mode == "open" {
         args.users.min(200)
     } else {
         args.users
     };
     let (users, subscriptions) =
-        make_users(&server, users_wanted, catalogue.clone(), &recorder).await;
-    let rss_before = server.rss_kib();
-    let cpu_before = CpuReading::now(&server);
+        make_users(&targets, users_wanted, catalogue.clone(), &recorder).await;
+    let before = server
+        .as_ref()
+        .map(|server| (server.rss_kib(), CpuReading::now(server)));
+    if targets.external {
+        eprintln!(
+            "load: {} users running for {} s against {}",
+            users.len(),
+            args.seconds,
+            targets.bases.join(", ")
+        );
+    }
     let elapsed = match args.mode.as_str() {
         "open" => run_open(&users, args.seconds, args.rate).await,
         _ => run_profile(&users, args.seconds).await,
     };
-    // Let the last inventory checks land.
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (placed, decided) = {
-            let r = recorder.lock().unwrap();
-            (
-                r.placed.len(),
-                r.confirmed.len() + r.rejected + r.cancelled_pending,
-            )
-        };
-        if decided >= placed || Instant::now() > drain_deadline {
-            break;
+    let mut own_server = match (&server, before) {
+        (Some(server), Some((rss_before, cpu_before))) => {
+            own_server_figures(server, &recorder, rss_before, cpu_before).await
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cpu_after = CpuReading::now(&server);
-    let rss_after = server.rss_kib();
-    // Where the time went inside oms: consumer and relay timings, backlog, lag.
-    let internals: Vec<String> = reqwest::get(format!("http://{}/metrics", server.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .filter(|line| {
-            !line.starts_with('#')
-                && (line.contains("_sum")
-                    || line.contains("_count")
-                    || line.contains("lag")
-                    || line.contains("backlog"))
-        })
-        .map(str::to_owned)
-        .collect();
+        _ => json!({ "targets": targets.bases }),
+    };
     for subscription in subscriptions {
         subscription.abort();
     }
-    let check = tokio::process::Command::new(
-        std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("oms"),
-    )
-    .args(["check", "--database-url", &server.database_url])
-    .output()
-    .await
-    .unwrap();
-    let audit_passed = check.status.success();
-    let audit = String::from_utf8_lossy(&check.stdout).trim().to_owned()
-        + String::from_utf8_lossy(&check.stderr).trim();
-    server.stop().await;
+    if let Some(server) = server {
+        let (audit_passed, audit) = audit_and_stop(server).await;
+        own_server["audit_passed"] = json!(audit_passed);
+        own_server["audit"] = json!(audit);
+    }
 
     let mut recorder = recorder.lock().unwrap();
     let requests: usize = recorder.latencies.values().map(Vec::len).sum();
@@ -668,7 +857,7 @@ async fn run_api(args: &Args) -> Value {
             (operation.to_string(), figures)
         })
         .collect();
-    json!({
+    let mut report = json!({
         "mode": args.mode,
         "catalogue": args.catalogue,
         "users": users_wanted,
@@ -685,12 +874,91 @@ async fn run_api(args: &Args) -> Value {
         "rejected": recorder.rejected,
         "confirmed_per_second": confirmed_per_second.round(),
         "placed_to_confirmed": summary(&mut confirm_delays),
+        "errors_by_kind": recorder.errors_by_kind,
+        "error_samples_by_kind": recorder.error_samples_by_kind,
+        "subscriptions": {
+            "closed": recorder.subscriptions_closed,
+            "reopened": recorder.subscriptions_reopened,
+            "failed_attempts": recorder.subscription_failures,
+        },
+    });
+    if let (Value::Object(report), Value::Object(own_server)) = (&mut report, own_server) {
+        report.extend(own_server);
+    }
+    report
+}
+
+/// What the load's own server did: its memory and CPU over the run (once the last inventory
+/// checks landed, as the subscribers saw them) and where its time went, from its metrics.
+async fn own_server_figures(
+    server: &BenchServer,
+    recorder: &Shared<Recorder>,
+    rss_before: u64,
+    cpu_before: CpuReading,
+) -> Value {
+    // Let the last inventory checks land.
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (placed, decided) = {
+            let r = recorder.lock().unwrap();
+            (
+                r.placed.len(),
+                r.confirmed.len() + r.rejected + r.cancelled_pending,
+            )
+        };
+        if decided >= placed || Instant::now() > drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_after = CpuReading::now(server);
+    let rss_after = server.rss_kib();
+    // Where the time went inside oms: consumer and relay timings, backlog, lag.
+    let internals: Vec<String> = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            !line.starts_with('#')
+                && (line.contains("_sum")
+                    || line.contains("_count")
+                    || line.contains("lag")
+                    || line.contains("backlog"))
+        })
+        .map(str::to_owned)
+        .collect();
+    let placed = recorder.lock().unwrap().placed.len();
+    json!({
         "server_rss_mib": { "before": rss_before / 1024, "after": rss_after / 1024 },
-        "cpu": cpu_before.per_order_since(&cpu_after, recorder.placed.len()),
+        "cpu": cpu_before.per_order_since(&cpu_after, placed),
         "oms_metrics": internals,
-        "audit_passed": audit_passed,
-        "audit": audit,
     })
+}
+
+/// `oms check` on the load's own server's database (no oversold stock, the ledger balances),
+/// then stops the server: whether it passed, and what it printed.
+async fn audit_and_stop(server: BenchServer) -> (bool, String) {
+    let check = tokio::process::Command::new(
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("oms"),
+    )
+    .args(["check", "--database-url", &server.database_url])
+    .output()
+    .await
+    .unwrap();
+    let audit_passed = check.status.success();
+    let audit = String::from_utf8_lossy(&check.stdout).trim().to_owned()
+        + String::from_utf8_lossy(&check.stderr).trim();
+    server.stop().await;
+    (audit_passed, audit)
 }
 
 /// The broker alone: produce `messages` of oms's size, consume them back, then time single
@@ -1023,6 +1291,10 @@ fn print_table(report: &Value) {
         row(operation, figures);
     }
     row("placed -> CONFIRMED (live)", &report["placed_to_confirmed"]);
+    if report.get("targets").is_some() {
+        print_target_outcomes(report);
+        return;
+    }
     println!(
         "orders placed {}, confirmed {}, rejected {}; confirmed orders/s {}; server RSS {} -> {} MiB; audit {}",
         report["placed"], report["confirmed"], report["rejected"], report["confirmed_per_second"],
@@ -1039,6 +1311,45 @@ fn print_table(report: &Value) {
     }
     for sample in report["error_samples"].as_array().unwrap() {
         println!("  error: {}", sample.as_str().unwrap_or_default());
+    }
+}
+
+/// The end of the table for a run against `--target` instances: what the users saw of the
+/// faults. Decisions and the audit are the caller's, from the database.
+fn print_target_outcomes(report: &Value) {
+    println!(
+        "orders acknowledged {}; seen live by the subscribers: confirmed {}, rejected {}",
+        report["placed"], report["confirmed"], report["rejected"],
+    );
+    let kinds: Vec<String> = report["errors_by_kind"]
+        .as_object()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "errors by kind: {}",
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(", ")
+        }
+    );
+    println!(
+        "subscriptions ended and reopened {} / {} times; failed attempts to reopen {}",
+        report["subscriptions"]["closed"],
+        report["subscriptions"]["reopened"],
+        report["subscriptions"]["failed_attempts"],
+    );
+    if let Some(kinds) = report["error_samples_by_kind"].as_object() {
+        for (kind, samples) in kinds {
+            for sample in samples.as_array().into_iter().flatten() {
+                println!("  {kind}: {}", sample.as_str().unwrap_or_default());
+            }
+        }
     }
 }
 
