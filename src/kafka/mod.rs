@@ -152,6 +152,9 @@ pub fn dead_letter_producer(args: &KafkaArgs) -> anyhow::Result<Producer> {
 pub struct LagReporting {
     pub metrics: Metrics,
     pub group: String,
+    /// The partitions (topic, partition) this member holds now: librdkafka's statistics keep
+    /// reporting a lag for partitions it held before, which another member reports now.
+    pub assigned: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 impl ClientContext for LagReporting {
@@ -166,12 +169,24 @@ impl ClientContext for LagReporting {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
-                // -1 for partitions this member does not consume.
-                if *partition >= 0 && stats.consumer_lag >= 0 {
+                if *partition < 0 {
+                    continue;
+                }
+                let labels = [topic.as_str(), &partition.to_string()];
+                let held = self
+                    .assigned
+                    .lock()
+                    .expect("never poisoned")
+                    .contains(&(topic.clone(), *partition));
+                // Only partitions this member holds: a partition another member took is not
+                // reported twice (-1: no lag known yet).
+                if held && stats.consumer_lag >= 0 {
                     self.metrics
                         .consumer_lag
-                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .with_label_values(&labels)
                         .set(stats.consumer_lag);
+                } else {
+                    let _ = self.metrics.consumer_lag.remove_label_values(&labels);
                 }
             }
         }
@@ -184,7 +199,24 @@ impl ConsumerContext for LagReporting {
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
+        if let rdkafka::consumer::Rebalance::Revoke(partitions) = rebalance {
+            // Their lag is another member's to report now.
+            let mut assigned = self.assigned.lock().expect("never poisoned");
+            for partition in partitions.elements() {
+                assigned.remove(&(partition.topic().to_owned(), partition.partition()));
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[partition.topic(), &partition.partition().to_string()]);
+            }
+        }
         if let rdkafka::consumer::Rebalance::Assign(partitions) = rebalance {
+            self.assigned.lock().expect("never poisoned").extend(
+                partitions
+                    .elements()
+                    .iter()
+                    .map(|partition| (partition.topic().to_owned(), partition.partition())),
+            );
             // A partition paused while this member last held it may come back still paused;
             // the consumer loop pauses again if its queue is full.
             if let Err(error) = consumer.resume(partitions) {
@@ -230,6 +262,7 @@ pub fn group_consumer(
         )
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(LagReporting {
+            assigned: Default::default(),
             metrics: metrics.clone(),
             group: group_id.to_owned(),
         })

@@ -634,3 +634,86 @@ async fn a_consumer_whose_queue_fills_in_a_stall_pauses_fetching_and_resumes_aft
     consumers.stop().await;
     api.stop_and_drop_database().await;
 }
+
+/// The inventory partitions this instance reports lag for.
+async fn lag_partitions(ops: std::net::SocketAddr, topic: &str) -> Vec<String> {
+    let page = crate::helpers::metrics_at(ops).await;
+    let prefix = format!("oms_consumer_lag_messages{{partition=\"");
+    let mut partitions: Vec<String> = page
+        .lines()
+        .filter(|line| line.contains(&format!("topic=\"{topic}\"")))
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect();
+    partitions.sort();
+    partitions
+}
+
+#[tokio::test]
+async fn when_a_second_consumer_takes_a_partition_its_lag_is_reported_by_one_member_only() {
+    let deployment = Deployment::new();
+    let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
+    api.stock("CUP", 10).await;
+    let alice = api.customer("alice");
+    let topic = format!("inventory-{}", deployment.suffix);
+    let first = crate::helpers::start_instance(
+        &deployment,
+        &["--components=consumers", "--kafka-session-timeout-ms=6000"],
+    )
+    .await;
+    let first_ops = first.ops_addr.expect("the operator endpoints");
+    // Orders on both partitions (keyed by order id), so each has a committed offset and a lag.
+    let mut placed = Vec::new();
+    for _ in 0..6 {
+        placed.push(api.place_order_id(&alice, &[("CUP", 1)]).await);
+    }
+    for id in &placed {
+        api.wait_for_status(&alice, id, "CONFIRMED").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reported = lag_partitions(first_ops, &topic).await;
+        if reported == ["0", "1"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first member reported lag for {reported:?}: {}",
+            crate::helpers::metrics_at(first_ops)
+                .await
+                .lines()
+                .filter(|line| line.contains("lag"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let second = crate::helpers::start_instance(
+        &deployment,
+        &["--components=consumers", "--kafka-session-timeout-ms=6000"],
+    )
+    .await;
+    let second_ops = second.ops_addr.expect("the operator endpoints");
+    // Each partition's lag from exactly one member, once the second has taken its share.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (mine, theirs) = (
+            lag_partitions(first_ops, &topic).await,
+            lag_partitions(second_ops, &topic).await,
+        );
+        let mut all = [mine.clone(), theirs.clone()].concat();
+        all.sort();
+        if !theirs.is_empty() && all == ["0", "1"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag reported by the first member for {mine:?}, by the second for {theirs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.stop().await;
+    first.stop().await;
+    api.stop_and_drop_database().await;
+}
