@@ -638,11 +638,11 @@ async fn a_consumer_whose_queue_fills_in_a_stall_pauses_fetching_and_resumes_aft
 /// The inventory partitions this instance reports lag for.
 async fn lag_partitions(ops: std::net::SocketAddr, topic: &str) -> Vec<String> {
     let page = crate::helpers::metrics_at(ops).await;
-    let prefix = format!("oms_consumer_lag_messages{{partition=\"");
+    let prefix = "oms_consumer_lag_messages{partition=\"";
     let mut partitions: Vec<String> = page
         .lines()
         .filter(|line| line.contains(&format!("topic=\"{topic}\"")))
-        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|line| line.strip_prefix(prefix))
         .filter_map(|rest| rest.split('"').next().map(str::to_owned))
         .collect();
     partitions.sort();
