@@ -7,9 +7,10 @@
 --   placing (src/service/placing.rs place_order; the GraphQL placeOrder mutation with an
 --   idempotency key, the path every cart takes), on the pool (autocommit):
 --       1. orders::find_by_idempotency_key                   -> no row: a new key
---       2. orders::insert_placed: one statement of data-modifying CTEs: the order, its lines,
---          its first history entry, OrderPlaced + OrderStatusChanged in the outbox (atomic
---          without a transaction)
+--       2. orders::insert_placed: one statement of data-modifying CTEs: the order with its
+--          total and its lines with their unit prices (read from the items), its first history
+--          entry, OrderPlaced + OrderStatusChanged in the outbox (atomic without a
+--          transaction); each line passes the trigger refusing retired items
 --
 --   confirming (src/service/applying.rs apply_inventory_check, run by the inventory consumer
 --   for the OrderPlaced event), one transaction:
@@ -105,17 +106,34 @@ select id, user_id, status, rejection_reason, version, stock_deducted, idempoten
 with ids as (
     select bench_uuid_v7() as id, bench_uuid_v7() as placed_event,
            bench_uuid_v7() as changed_event, now() as at
-), placed as (
-    insert into orders (id, user_id, status, version, idempotency_key, created_at, updated_at)
-    select id, 'user-' || :uid, 'PENDING', 1, 'cart-' || :cart, at, at from ids
-    returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
-              created_at, updated_at
-), lines as (
-    insert into order_lines (order_id, line_no, sku, quantity)
-    select ids.id, line.no::int, line.sku, line.quantity
-      from ids, unnest((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines],
-                       (array[:q1, :q2, :q3]::int[])[1 : :nlines])
+), priced as (
+    select line.no::int as line_no, line.sku, line.quantity, item.price_amount,
+           item.price_currency
+      from unnest((array[bench_sku(:k1), bench_sku(:k2), bench_sku(:k3)])[1 : :nlines],
+                  (array[:q1, :q2, :q3]::int[])[1 : :nlines])
                 with ordinality as line(sku, quantity, no)
+      -- One index lookup per line, whatever the plan would make of a join.
+      left join lateral (select price_amount, price_currency from inventory_items
+                         where inventory_items.sku = line.sku) item on true
+), total as (
+    select case when bool_and(price_amount is not null)
+                then sum(quantity * price_amount) end as amount,
+           case when count(distinct price_currency) > 1 then 'MIXED'
+                when bool_and(price_amount is not null) then min(price_currency)
+           end as currency
+      from priced
+), placed as (
+    insert into orders (id, user_id, status, version, idempotency_key, created_at, updated_at,
+                        total_amount, total_currency)
+    select id, 'user-' || :uid, 'PENDING', 1, 'cart-' || :cart, at, at, total.amount,
+           total.currency
+      from ids, total
+    returning id, user_id, status, rejection_reason, version, stock_deducted, idempotency_key,
+              created_at, updated_at, total_amount, total_currency
+), lines as (
+    insert into order_lines (order_id, line_no, sku, quantity, unit_price_amount,
+                             unit_price_currency)
+    select ids.id, line_no, sku, quantity, price_amount, price_currency from ids, priced
 ), history as (
     insert into order_status_history
         (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)

@@ -169,8 +169,9 @@ create function bench_sku(n int) returns text language sql immutable parallel sa
   select 'SKU-' || lpad(n::text, 6, '0')
 \$\$;
 -- The catalogue, with its initial stock in the ledger (as inventory::create_if_missing does).
-insert into inventory_items (sku, name, quantity, low_stock_threshold)
-select bench_sku(n), 'Bench item ' || n, $stock, 10 from generate_series(1, $nskus) n;
+insert into inventory_items (sku, name, quantity, low_stock_threshold, price_amount, price_currency)
+select bench_sku(n), 'Bench item ' || n, $stock, 10, 100 + n % 9900, 'EUR'
+  from generate_series(1, $nskus) n;
 insert into stock_movements (sku, delta, reason)
 select sku, quantity, 'stock_set' from inventory_items;
 -- Only the seeded tables: an order table analyzed while empty would have every prepared

@@ -97,7 +97,9 @@ pub async fn insert_placed(
              select line.no::int as line_no, line.sku, line.quantity, item.price_amount,
                     item.price_currency
              from unnest($5::text[], $6::int[]) with ordinality as line(sku, quantity, no)
-             left join inventory_items item on item.sku = line.sku
+             -- One index lookup per line, whatever the plan would make of a join.
+             left join lateral (select price_amount, price_currency from inventory_items
+                                where inventory_items.sku = line.sku) item on true
          ), total as (
              select case when bool_and(price_amount is not null)
                          then sum(quantity * price_amount) end as amount,
