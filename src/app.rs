@@ -232,10 +232,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     }
 
     tasks.spawn(kafka_side.run(shutdown.clone()));
-    if args.components.runs_consumers() && args.inbox_retention_hours > 0 {
+    if args.components.runs_consumers() && args.inbox_retention_hours > 0.0 {
         let pruner = crate::consumers::inbox::InboxPruner {
             pool: pool.clone(),
-            retention: Duration::from_secs(args.inbox_retention_hours * 3600),
+            retention: Duration::try_from_secs_f64(args.inbox_retention_hours * 3600.0)
+                .context("OMS_INBOX_RETENTION_HOURS must be 0 or more hours")?,
             metrics: metrics.clone(),
         };
         tasks.spawn(pruner.run(shutdown.clone()));

@@ -597,9 +597,10 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,
     /// Hours the consumers' inbox keeps an applied event's id, so a redelivery is recognised:
-    /// at least as long as the topics keep messages (Kafka's default: 168). 0: never pruned.
-    #[arg(long, env = "OMS_INBOX_RETENTION_HOURS", default_value_t = 168)]
-    pub inbox_retention_hours: u64,
+    /// at least as long as the topics keep messages (Kafka's default: 168). Fractions are
+    /// allowed (0.01 is 36 s, for soak runs); 0: never pruned.
+    #[arg(long, env = "OMS_INBOX_RETENTION_HOURS", default_value_t = 168.0)]
+    pub inbox_retention_hours: f64,
     #[command(flatten)]
     pub limits: ApiLimits,
     /// Seconds to finish in-flight work on SIGTERM before exiting anyway.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Entries deleted per statement.
 const CHUNK: i64 = 5_000;
-/// Time between rounds.
+/// Time between rounds, at most (a quarter of the retention when that is shorter).
 const INTERVAL: Duration = Duration::from_secs(300);
 
 pub struct InboxPruner {
@@ -38,8 +38,9 @@ impl InboxPruner {
         }
     }
 
-    /// Prunes every few minutes until `shutdown`.
+    /// Prunes every few minutes (more often under a short retention) until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        let interval = INTERVAL.min(self.retention / 4).max(Duration::from_secs(1));
         loop {
             match self.prune_once().await {
                 Ok(0) => {}
@@ -50,7 +51,7 @@ impl InboxPruner {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(interval) => {}
             }
         }
     }
