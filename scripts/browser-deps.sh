@@ -19,3 +19,14 @@ ensure_browser_deps() {
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
   fi
 }
+
+# The TypeScript example client (examples/ts-client: urql, graphql-ws, graphql-codegen) that
+# tests/api/ts_client.rs builds and runs, from its lock file.
+ensure_example_client_deps() {
+  local dir=examples/ts-client
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "installing $dir/node_modules (from $dir/package-lock.json)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
+  fi
+}
