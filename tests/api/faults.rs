@@ -266,6 +266,37 @@ async fn rebalances(ops: std::net::SocketAddr, group: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Locks the consumers' inbox from the test's own connection: every consumer that applies an
+/// event waits on it until the returned transaction ends.
+async fn lock_the_inbox(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("lock table processed_events in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    hold
+}
+
+/// Waits until `count` transactions wait on the inbox's lock.
+async fn wait_for_inbox_waiters(app: &TestApp, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_locks
+         where not granted and relation = 'processed_events'::regclass",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+        < count
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers never reached the inbox's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_and_loses_nothing() {
     let deployment = Deployment::new();
@@ -293,33 +324,14 @@ async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_a
 
     // The inbox is locked: every inventory check waits on it, both slots are taken, and more
     // orders arrive.
-    let mut stall = api.pool.begin().await.unwrap();
-    sqlx::query("lock table processed_events in access exclusive mode")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = lock_the_inbox(&api).await;
     let mut placed = Vec::new();
     for _ in 0..6 {
         placed.push(api.place_order_id(&alice, &[("DESK", 1)]).await);
     }
     crate::helpers::wait_until_outbox_empty(&api).await;
     // Both slots are stuck on the lock; from then on the stall outlasts the poll interval (6 s).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>(
-        "select count(*) from pg_locks
-         where not granted and relation = 'processed_events'::regclass",
-    )
-    .fetch_one(&api.pool)
-    .await
-    .unwrap()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the checks never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_inbox_waiters(&api, 2).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     stall.rollback().await.unwrap();
 
@@ -392,11 +404,7 @@ async fn a_database_cut_for_a_minute_costs_a_minute_keeps_the_groups_and_loses_n
 
     // Work in flight when the network goes: six placements and two cancellations published to
     // Kafka, their consumers holding them and waiting on a lock of the inbox (held directly).
-    let mut hold = app.pool.begin().await.unwrap();
-    sqlx::query("lock table processed_events in access exclusive mode")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = lock_the_inbox(&app).await;
     let mut in_flight = Vec::new();
     for _ in 0..6 {
         in_flight.push(app.place_order_id(&alice, &[("LAMP", 2)]).await);
@@ -406,22 +414,7 @@ async fn a_database_cut_for_a_minute_costs_a_minute_keeps_the_groups_and_loses_n
         assert_eq!(answer["accepted"], true, "{answer}");
     }
     crate::helpers::wait_until_outbox_empty(&app).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>(
-        "select count(*) from pg_locks
-         where not granted and relation = 'processed_events'::regclass",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the consumers never reached the inbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_inbox_waiters(&app, 2).await;
 
     proxy.cut();
     hold.rollback().await.unwrap();
@@ -611,11 +604,7 @@ async fn a_consumer_whose_queue_fills_in_a_stall_pauses_fetching_and_resumes_aft
     let assigned = rebalances(ops, &group).await;
     assert_eq!(fetching_paused(ops, "inventory").await, Some(0));
 
-    let mut stall = api.pool.begin().await.unwrap();
-    sqlx::query("lock table processed_events in access exclusive mode")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = lock_the_inbox(&api).await;
     let mut placed = Vec::new();
     for _ in 0..20 {
         placed.push(api.place_order_id(&alice, &[("VASE", 1)]).await);

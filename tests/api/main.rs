@@ -39,6 +39,6 @@ mod retired_items;
 mod schema;
 mod stale_changes;
 mod subscriptions;
-mod ts_client;
 mod traces;
+mod ts_client;
 mod validation;
