@@ -1,6 +1,7 @@
 //! Faults: the broker down, the database or the broker cut off for a minute, the process told
 //! to stop.
 
+use crate::helpers::eventually;
 use crate::helpers::{
     free_port, group_caught_up, signal, spawn_oms_process, wait_until_ready, DedicatedBroker,
     Deployment, Protocol, Subscription, TestApp,
@@ -279,22 +280,19 @@ async fn lock_the_inbox(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postg
 
 /// Waits until `count` transactions wait on the inbox's lock.
 async fn wait_for_inbox_waiters(app: &TestApp, count: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>(
-        "select count(*) from pg_locks
-         where not granted and relation = 'processed_events'::regclass",
-    )
-    .fetch_one(&app.pool)
+    eventually(Duration::from_secs(30), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_locks
+             where not granted and relation = 'processed_events'::regclass",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        (waiting >= count).then_some(()).ok_or(format!(
+            "{waiting} of {count} consumers wait on the inbox's lock"
+        ))
+    })
     .await
-    .unwrap()
-        < count
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the consumers never reached the inbox's lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -355,15 +353,14 @@ const OUTAGE: Duration = Duration::from_secs(60);
 
 /// Waits until `/readyz` of `addr` answers `status`; returns its body.
 async fn wait_for_readiness(addr: std::net::SocketAddr, status: u16) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || async {
         let response = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
-        if response.status().as_u16() == status {
-            return response.json().await.unwrap();
+        match response.status().as_u16() {
+            answered if answered == status => Ok(response.json().await.unwrap()),
+            answered => Err(format!("/readyz answered {answered}, not {status}")),
         }
-        assert!(Instant::now() < deadline, "/readyz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// This instance's partition assignments of the inventory and orders consumer groups.
@@ -568,14 +565,15 @@ async fn fetching_paused(ops: std::net::SocketAddr, consumer: &str) -> Option<i6
 }
 
 async fn wait_for_fetching_paused(ops: std::net::SocketAddr, consumer: &str, paused: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fetching_paused(ops, consumer).await != Some(paused) {
-        assert!(
-            Instant::now() < deadline,
-            "{consumer}'s fetching never became {paused}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), || async {
+        match fetching_paused(ops, consumer).await {
+            Some(seen) if seen == paused => Ok(()),
+            seen => Err(format!(
+                "{consumer}'s fetching paused is {seen:?}, not {paused}"
+            )),
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -659,24 +657,13 @@ async fn when_a_second_consumer_takes_a_partition_its_lag_is_reported_by_one_mem
     for id in &placed {
         api.wait_for_status(&alice, id, "CONFIRMED").await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || async {
         let reported = lag_partitions(first_ops, &topic).await;
-        if reported == ["0", "1"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first member reported lag for {reported:?}: {}",
-            crate::helpers::metrics_at(first_ops)
-                .await
-                .lines()
-                .filter(|line| line.contains("lag"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (reported == ["0", "1"])
+            .then_some(())
+            .ok_or(format!("the first member reports lag for {reported:?}"))
+    })
+    .await;
 
     let second = crate::helpers::start_instance(
         &deployment,
@@ -685,23 +672,20 @@ async fn when_a_second_consumer_takes_a_partition_its_lag_is_reported_by_one_mem
     .await;
     let second_ops = second.ops_addr.expect("the operator endpoints");
     // Each partition's lag from exactly one member, once the second has taken its share.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let (mine, theirs) = (
             lag_partitions(first_ops, &topic).await,
             lag_partitions(second_ops, &topic).await,
         );
         let mut all = [mine.clone(), theirs.clone()].concat();
         all.sort();
-        if !theirs.is_empty() && all == ["0", "1"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lag reported by the first member for {mine:?}, by the second for {theirs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (!theirs.is_empty() && all == ["0", "1"])
+            .then_some(())
+            .ok_or(format!(
+                "lag reported by the first member for {mine:?}, by the second for {theirs:?}"
+            ))
+    })
+    .await;
     second.stop().await;
     first.stop().await;
     api.stop_and_drop_database().await;

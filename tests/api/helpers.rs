@@ -1098,3 +1098,23 @@ pub fn group_caught_up(group: &str, topic: &str) -> Result<(), String> {
         Err(format!("(end, committed) per partition: {positions:?}"))
     }
 }
+
+/// Asks `check` every 50 ms until it answers `Ok`, and returns that; fails after `within` with
+/// the last `Err`, which says what was seen instead.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                std::time::Instant::now() < deadline,
+                "gave up after {within:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
