@@ -32,7 +32,7 @@ pub enum Command {
     /// Load demo inventory (idempotent).
     Seed(DatabaseArgs),
     /// Print a signed token for local use (with the development secret unless JWT_SECRET is set).
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
     /// Print the GraphQL schema (SDL), as kept in schema.graphql.
     Schema,
     /// Check a live database against the invariants (stock conservation, order histories);
@@ -719,6 +719,15 @@ pub struct TokenArgs {
     /// Hours until the token expires.
     #[arg(long, default_value_t = 24)]
     pub ttl_hours: u64,
+    /// The user's name (`name` claim), taken into their customer profile when they act.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The user's email (`email` claim), taken into their customer profile when they act.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// The user's phone (`phone_number` claim), taken into their customer profile when they act.
+    #[arg(long)]
+    pub phone_number: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
 }

@@ -59,7 +59,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args.auth.keys()?
             };
             let ttl = Duration::from_secs(args.ttl_hours * 3600);
-            println!("{}", keys.issue(&args.sub, args.role, ttl));
+            let profile: Vec<(&str, &str)> = [
+                ("name", &args.name),
+                ("email", &args.email),
+                ("phone_number", &args.phone_number),
+            ]
+            .into_iter()
+            .filter_map(|(claim, value)| Some((claim, value.as_deref()?)))
+            .collect();
+            println!(
+                "{}",
+                keys.issue_with_claims(&args.sub, args.role, ttl, &profile)
+            );
         }
         Command::Schema => print!("{}", oms::graphql::sdl()),
         Command::Dlq(action) => oms::kafka::dlq::run(&action).await?,

@@ -9,8 +9,9 @@
 --       1. orders::find_by_idempotency_key                   -> no row: a new key
 --       2. orders::insert_placed: one statement of data-modifying CTEs: the order with its
 --          total and its lines with their unit prices (read from the items), its first history
---          entry, OrderPlaced + OrderStatusChanged in the outbox (atomic without a
---          transaction); each line passes the trigger refusing retired items
+--          entry, OrderPlaced + OrderStatusChanged in the outbox, the customer's row if they
+--          have none (atomic without a transaction); each line passes the trigger refusing
+--          retired items
 --
 --   confirming (src/service/applying.rs apply_inventory_check, run by the inventory consumer
 --   for the OrderPlaced event), one transaction:
@@ -154,6 +155,10 @@ with ids as (
                       changed_event::text, id::text, (to_json(at at time zone 'UTC') #>> '{}') || 'Z', :uid::text, :uid::text)
            ]::jsonb[])
       from ids
+), customer as (
+    insert into customers (id, created_at, updated_at)
+    select 'user-' || :uid, at, at from ids
+    on conflict (id) do nothing
 )
 select placed.*, ids.placed_event,
        case when :notify = 1 then pg_notify('oms_outbox', '')::text end as notified

@@ -6,6 +6,7 @@
 //! top-level name (so names with dots work), then as dot-separated steps into nested objects.
 
 use super::{AuthError, Role, Viewer};
+use crate::domain::customer::Profile;
 use serde_json::Value;
 
 /// The longest user id accepted.
@@ -94,6 +95,11 @@ impl ClaimMapping {
                 Role::Customer
             },
             expires_at: exp.saturating_add(leeway),
+            profile: Profile::from_claims(
+                claims.get("name").and_then(Value::as_str),
+                claims.get("email").and_then(Value::as_str),
+                claims.get("phone_number").and_then(Value::as_str),
+            ),
         })
     }
 }

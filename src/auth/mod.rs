@@ -13,6 +13,7 @@ pub use claims::ClaimMapping;
 pub use provider::{IdentityProvider, ProviderConfig};
 pub use secret::{TokenKeys, DEV_SECRET, MIN_SECRET_LEN};
 
+use crate::domain::customer::Profile;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +47,10 @@ pub struct Viewer {
     /// the allowed clock skew. Nothing runs for the viewer from then on, and a WebSocket is
     /// closed then.
     pub expires_at: u64,
+    /// The profile the token's standard claims give (`name`, `email`, `phone_number`), each
+    /// where it is valid; empty when it has none. Taken into the customer's profile when they
+    /// act (`service::customers::take_claims`).
+    pub profile: Profile,
 }
 
 impl Viewer {
@@ -218,6 +223,7 @@ mod tests {
             user_id: "alice".into(),
             role: Role::Customer,
             expires_at: unix_now() + 60,
+            profile: Profile::default(),
         };
         assert!(!viewer.has_expired());
         let past = Viewer {

@@ -59,6 +59,18 @@ impl TokenKeys {
 
     /// A token for `sub` with `role`, valid for `ttl` from now.
     pub fn issue(&self, sub: &str, role: Role, ttl: Duration) -> String {
+        self.issue_with_claims(sub, role, ttl, &[])
+    }
+
+    /// A token for `sub` with `role`, valid for `ttl` from now, with more string claims (e.g.
+    /// the profile claims `name`, `email`, `phone_number`).
+    pub fn issue_with_claims(
+        &self,
+        sub: &str,
+        role: Role,
+        ttl: Duration,
+        more: &[(&str, &str)],
+    ) -> String {
         let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
@@ -67,6 +79,10 @@ impl TokenKeys {
             nbf: None,
             iat: Some(now),
         };
+        let mut claims = serde_json::to_value(claims).expect("claims serialize");
+        for (name, value) in more {
+            claims[*name] = serde_json::Value::from(*value);
+        }
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail")
     }

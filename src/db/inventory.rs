@@ -109,7 +109,7 @@ pub async fn list(
         sql.push(" and retired_at is null");
     }
     if let Some(search) = &filter.search {
-        let prefix = format!("{}%", escape_like(&search.to_lowercase()));
+        let prefix = format!("{}%", super::escape_like(&search.to_lowercase()));
         sql.push(" and (lower(sku) like ")
             .push_bind(prefix.clone())
             .push(" or lower(name) like ")
@@ -124,18 +124,6 @@ pub async fn list(
         .persistent(super::handle::statements_named())
         .fetch_all(db)
         .await
-}
-
-/// `text` matched literally by LIKE (its `%`, `_` and `\` escaped).
-fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 /// One line of an order with its stock item.

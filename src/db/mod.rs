@@ -5,9 +5,11 @@
 //! - [`order_listing`]: orders listed and counted by filter, a page at a time.
 //! - [`inventory`]: stock levels and the stock ledger.
 //! - [`outbox`]: events waiting for Kafka.
+//! - [`customers`]: customers and their profiles.
 //! - [`audit`]: read-only checks of the invariants.
 
 pub mod audit;
+pub mod customers;
 mod handle;
 pub mod inbox;
 pub mod inventory;
@@ -172,4 +174,16 @@ pub async fn create_database_if_missing(url: &str) -> sqlx::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `text` matched literally by LIKE (its `%`, `_` and `\` escaped).
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

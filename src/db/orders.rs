@@ -124,6 +124,10 @@ pub async fn insert_placed(
              insert into outbox (event_id, stream, message_key, payload, traceparent)
              select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[],
                                   $17::text[])
+         ), customer as (
+             -- Whoever places an order is a customer oms knows, profile or not.
+             insert into customers (id, created_at, updated_at) values ($2, $4, $4)
+             on conflict (id) do nothing
          )
          select * from placed"
     ))

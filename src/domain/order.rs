@@ -120,7 +120,7 @@ fn is_deceptive(c: char) -> bool {
 
 /// Whether free text is safe to store and show: no control characters other than line breaks
 /// and tabs, nothing deceptive.
-fn is_clean_text(text: &str) -> bool {
+pub(crate) fn is_clean_text(text: &str) -> bool {
     !text
         .chars()
         .any(|c| (c.is_control() && !matches!(c, '\n' | '\t')) || is_deceptive(c))

@@ -38,12 +38,22 @@ pub enum UserErrorCode {
     NotPermitted,
     /// A free-text reason is too long or has control characters.
     InvalidReason,
-    /// An inventory item's name is empty or too long.
+    /// A name (an inventory item's or a customer's) is empty, too long or not clean text.
     InvalidName,
     /// A low-stock threshold is negative or above the maximum.
     InvalidThreshold,
     /// The id is not a valid order id.
     InvalidId,
+    /// An email address is not of the form name@example.com.
+    InvalidEmail,
+    /// A phone number is not 10 digits.
+    InvalidPhone,
+    /// Another customer has that email address.
+    EmailTaken,
+    /// Another customer has that phone number.
+    PhoneTaken,
+    /// No customer has that id.
+    CustomerNotFound,
 }
 
 /// One problem with a mutation's input.

@@ -2,6 +2,7 @@
 //! fetched in one query per field per request instead of one per parent.
 
 use crate::db;
+use crate::db::customers::CustomerRow;
 use crate::db::inventory::InventoryItemRow;
 use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
 use crate::db::Db;
@@ -14,6 +15,7 @@ pub struct ItemBySku(pub Db);
 pub struct LinesByOrder(pub Db);
 pub struct HistoryByOrder(pub Db);
 pub struct OrderById(pub Db);
+pub struct CustomerById(pub Db);
 
 impl Loader<String> for ItemBySku {
     type Value = InventoryItemRow;
@@ -63,6 +65,19 @@ impl Loader<Uuid> for OrderById {
             .await?
             .into_iter()
             .map(|order| (order.id, order))
+            .collect())
+    }
+}
+
+impl Loader<String> for CustomerById {
+    type Value = CustomerRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        Ok(db::customers::find_many(&self.0, ids)
+            .await?
+            .into_iter()
+            .map(|customer| (customer.id.clone(), customer))
             .collect())
     }
 }

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers (thin: they check who asks and call `service`), types and
 //! DataLoaders. `schema.graphql` at the top level is this schema's SDL; a test keeps them equal.
 
+pub mod customers;
 pub mod error_codes;
 pub mod guard;
 pub mod loaders;
@@ -22,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
-use loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
+use loaders::{CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use rate_limit::{MutationRateLimiter, RateLimiter, RequestRateLimiter};
 use std::sync::Arc;
 
@@ -66,6 +67,8 @@ pub fn schema(
         .data(DataLoader::new(LinesByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(HistoryByOrder(pool.clone()), tokio::spawn))
         .data(DataLoader::new(OrderById(pool.clone()), tokio::spawn))
+        .data(DataLoader::new(CustomerById(pool.clone()), tokio::spawn))
+        .data(crate::service::customers::ClaimsTaken::default())
         .data(pool)
         .data(outbox)
         .data(feeds.status)
@@ -122,6 +125,16 @@ pub fn staff<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
         Ok(viewer)
     } else {
         Err(AppError::Forbidden("only staff may do this".into()).extend())
+    }
+}
+
+/// The caller of a query, who must be staff.
+pub fn staff_reader<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
+    let viewer = viewer(ctx)?;
+    if viewer.is_staff() {
+        Ok(viewer)
+    } else {
+        Err(AppError::Forbidden("only staff may see this".into()).extend())
     }
 }
 

@@ -1,6 +1,9 @@
 //! Mutations. Business failures come back in `userErrors`; only authentication, authorization
 //! and outages are top-level errors.
 
+use super::customers::{
+    profile_change, Customer, CustomerProfilePayload, UpdateCustomerInput, UpdateMyProfileInput,
+};
 use super::types::{InventoryItem, Order};
 use super::{mutating_viewer, staff};
 use crate::db::inventory::PriceChange;
@@ -12,6 +15,7 @@ use crate::error::IntoGraphql;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service;
+use crate::service::customers::ClaimsTaken;
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 
 pub struct MutationRoot;
@@ -105,6 +109,7 @@ impl MutationRoot {
         input: PlaceOrderInput,
     ) -> async_graphql::Result<PlaceOrderPayload> {
         let viewer = mutating_viewer(ctx)?;
+        take_claims(ctx, viewer).await?;
         let lines = input
             .items
             .into_iter()
@@ -145,6 +150,7 @@ impl MutationRoot {
         input: UpdateOrderStatusInput,
     ) -> async_graphql::Result<UpdateOrderStatusPayload> {
         let viewer = mutating_viewer(ctx)?;
+        take_claims(ctx, viewer).await?;
         let Ok(order_id) = input.order_id.parse() else {
             return Ok(UpdateOrderStatusPayload {
                 order: None,
@@ -238,4 +244,63 @@ impl MutationRoot {
             },
         })
     }
+
+    /// Changes the caller's own customer profile; fields left out stay as they are.
+    async fn update_my_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateMyProfileInput,
+    ) -> async_graphql::Result<CustomerProfilePayload> {
+        let viewer = mutating_viewer(ctx)?;
+        let change = profile_change(input.name, input.email, input.phone);
+        let result = service::customers::update_own_profile(
+            ctx.data_unchecked::<Db>(),
+            ctx.data_unchecked::<ClaimsTaken>(),
+            viewer,
+            change,
+        )
+        .await
+        .gql()?;
+        Ok(profile_payload(result))
+    }
+
+    /// Changes any customer's profile (staff only); fields left out stay as they are.
+    async fn update_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateCustomerInput,
+    ) -> async_graphql::Result<CustomerProfilePayload> {
+        staff(ctx)?;
+        let change = profile_change(input.name, input.email, input.phone);
+        let result =
+            service::customers::update_customer(ctx.data_unchecked::<Db>(), &input.id, change)
+                .await
+                .gql()?;
+        Ok(profile_payload(result))
+    }
+}
+
+fn profile_payload(result: service::customers::ProfileResult) -> CustomerProfilePayload {
+    match result {
+        Ok(customer) => CustomerProfilePayload {
+            customer: Some(Customer(customer)),
+            user_errors: vec![],
+        },
+        Err(user_errors) => CustomerProfilePayload {
+            customer: None,
+            user_errors,
+        },
+    }
+}
+
+/// Takes the profile claims of the caller's token into their customer profile (see
+/// [`service::customers::take_claims`]): a customer who acts is a customer oms knows.
+async fn take_claims(ctx: &Context<'_>, viewer: &crate::auth::Viewer) -> async_graphql::Result<()> {
+    service::customers::take_claims(
+        ctx.data_unchecked::<Db>(),
+        ctx.data_unchecked::<ClaimsTaken>(),
+        viewer,
+    )
+    .await
+    .gql()
 }

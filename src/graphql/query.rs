@@ -1,13 +1,14 @@
 //! Queries: orders (a customer sees their own, staff see all), their counts, the viewer, and
 //! inventory.
 
+use super::customers::{self, Customer, CustomerFilter};
 use super::node::{self, Node};
 use super::order_list::{
     self, OrderConnection, OrderFilterInput, OrderOrder, OrderStatusCount, PageArguments,
 };
 use super::types::{InventoryItem, InventoryItemFilter, Order};
 use super::viewer_node::ViewerNode;
-use super::{parse_order_id, viewer};
+use super::{parse_order_id, staff_reader, viewer};
 use crate::config::ApiLimits;
 use crate::db;
 use crate::db::Db;
@@ -146,6 +147,28 @@ impl QueryRoot {
             .extend());
         }
         futures_util::future::try_join_all(ids.iter().map(|id| node::fetch(ctx, viewer, id))).await
+    }
+
+    /// One customer (staff; a customer may ask only for themselves), if oms knows them.
+    #[graphql(complexity = "DATABASE_READ_COST + child_complexity")]
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
+        customers::customer(ctx, viewer(ctx)?, &id).await
+    }
+
+    /// Customers ordered by id (staff only): all, or those whose name, email or phone starts
+    /// with a search text.
+    #[graphql(
+        complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + DATABASE_READ_COST"
+    )]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<CustomerFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Customer>> {
+        staff_reader(ctx)?;
+        customers::customers(ctx, filter, first, after).await
     }
 
     /// Who is asking, and what is theirs.

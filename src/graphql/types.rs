@@ -1,5 +1,6 @@
 //! GraphQL object types. Each wraps a database row; nested fields load through DataLoaders.
 
+use super::customers::Customer;
 use super::loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use super::viewer;
 use crate::auth::Role;
@@ -30,6 +31,12 @@ impl Order {
     /// The customer who placed it.
     async fn user_id(&self) -> ID {
         ID(self.0.user_id.clone())
+    }
+
+    /// The customer who placed it, with their profile (each field null while unknown). Null
+    /// only where oms has no record of them, which an order placed through this API never lacks.
+    async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
+        super::customers::load(ctx, &self.0.user_id).await
     }
 
     async fn status(&self) -> OrderStatus {

@@ -1,9 +1,14 @@
 //! `viewer`: who is asking, and their own orders and counts.
 
+use super::customers::Customer;
 use super::order_list::{
     self, OrderConnection, OrderFilterInput, OrderOrder, OrderStatusCount, PageArguments,
 };
 use crate::auth::{Role, Viewer};
+use crate::db::Db;
+use crate::error::IntoGraphql;
+use crate::service;
+use crate::service::customers::ClaimsTaken;
 use async_graphql::{Context, Object, ID};
 
 pub struct ViewerNode(pub Viewer);
@@ -18,6 +23,19 @@ impl ViewerNode {
 
     async fn role(&self) -> Role {
         self.0.role
+    }
+
+    /// The caller's own customer profile, as their token's claims gave it or as they set it
+    /// (`updateMyProfile`); null while oms has none.
+    async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
+        service::customers::take_claims(
+            ctx.data_unchecked::<Db>(),
+            ctx.data_unchecked::<ClaimsTaken>(),
+            &self.0,
+        )
+        .await
+        .gql()?;
+        super::customers::load(ctx, &self.0.user_id).await
     }
 
     /// The caller's own orders (for staff too), newest first unless `orderBy` says otherwise.

@@ -5,11 +5,13 @@
 //! - [`placing`]: placing an order (idempotently).
 //! - [`status_requests`]: checking and queueing a requested status change.
 //! - [`inventory`]: staff setting stock.
+//! - [`customers`]: customers' profiles, from their tokens' claims and their own edits.
 //! - [`audit`]: checking the stored state against the invariants.
 //! - [`applying`]: applying the inventory check and requested changes (used by the consumers).
 
 pub mod applying;
 pub mod audit;
+pub mod customers;
 pub mod inventory;
 pub mod placing;
 pub mod status_requests;

@@ -3,6 +3,7 @@
 //! installs both when they are missing; without them this test fails, saying so.
 
 use crate::helpers::TestApp;
+use oms::auth::Role;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,7 +100,12 @@ async fn the_dashboard_shows_an_order_placed_through_the_api_live() {
         .current_dir(root)
         .env("OMS_URL", format!("http://{}", app.addr))
         .env("OMS_STAFF_TOKEN", &staff)
-        .env("OMS_CUSTOMER_TOKEN", app.customer("alice"))
+        .env(
+            "OMS_CUSTOMER_TOKEN",
+            app.token_with_claims("alice", Role::Customer, &[("name", "Alice Liddell")]),
+        )
+        .env("OMS_CUSTOMER_ID", "alice")
+        .env("OMS_CUSTOMER_NAME", "Alice Liddell")
         .env("OMS_SKU", "DASH-LAMP")
         .env("OMS_UNIT_PRICE", "1250")
         .env("OMS_EARLIER_CANCELLED", EARLIER_ORDERS.to_string())

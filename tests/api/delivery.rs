@@ -1,14 +1,12 @@
 //! Delivery guarantees: redelivery is harmless, poison messages are set aside, nothing is skipped.
 
 use crate::helpers::{start_instance, Deployment, TestApp};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::ClientConfig;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{brokers, wait_until_caught_up};
+use crate::helpers::{brokers, read_messages, wait_until_caught_up};
 
 /// Everything a replay could disturb: orders, history, stock, ledger, inbox.
 async fn state(app: &TestApp) -> Vec<String> {
@@ -236,52 +234,4 @@ async fn read_payloads(topic: &str, count: usize) -> Vec<serde_json::Value> {
         .iter()
         .map(|message| serde_json::from_slice(&message.payload).unwrap())
         .collect()
-}
-
-struct ReadMessage {
-    key: String,
-    headers: HashMap<String, String>,
-    payload: Vec<u8>,
-}
-
-/// Reads up to `count` messages of `topic` from the start (30 s at the most).
-async fn read_messages(topic: &str, count: usize) -> Vec<ReadMessage> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut messages = Vec::new();
-        while messages.len() < count && Instant::now() < deadline {
-            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                            (h.key.to_owned(), value.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            messages.push(ReadMessage {
-                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                headers,
-                payload: message.payload().unwrap_or_default().to_vec(),
-            });
-        }
-        messages
-    })
-    .await
-    .unwrap()
 }

@@ -12,11 +12,14 @@ use oms::auth::{Role, TokenKeys};
 use oms::config::ServeArgs;
 use oms::db::Db;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::sync::{Arc, Once};
 use std::time::Duration;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -253,6 +256,13 @@ impl TestApp {
     /// A token of `user` that expires after `ttl`.
     pub fn short_lived_token(&self, user: &str, role: Role, ttl: Duration) -> String {
         self.keys.issue(user, role, ttl)
+    }
+
+    /// A token of `user` with more claims, e.g. the profile claims `name`, `email`,
+    /// `phone_number`.
+    pub fn token_with_claims(&self, user: &str, role: Role, claims: &[(&str, &str)]) -> String {
+        self.keys
+            .issue_with_claims(user, role, Duration::from_secs(3600), claims)
     }
 
     pub fn customer(&self, user: &str) -> String {
@@ -1117,4 +1127,78 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A message read back from a topic.
+pub struct ReadMessage {
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads up to `count` messages of `topic` from the start (30 s at the most).
+pub async fn read_messages(topic: &str, count: usize) -> Vec<ReadMessage> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut messages = Vec::new();
+        while messages.len() < count && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages.push(ReadMessage {
+                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                headers,
+                payload: message.payload().unwrap_or_default().to_vec(),
+            });
+        }
+        messages
+    })
+    .await
+    .unwrap()
+}
+
+/// Every message on `topic` so far (up to the end each partition reports).
+pub async fn read_topic(topic: &str) -> Vec<ReadMessage> {
+    let name = topic.to_owned();
+    let count = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(5);
+        let metadata = consumer.fetch_metadata(Some(&name), timeout).unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        (0..partitions)
+            .map(|partition| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&name, partition, timeout)
+                    .unwrap();
+                (high - low) as usize
+            })
+            .sum::<usize>()
+    })
+    .await
+    .unwrap();
+    read_messages(topic, count).await
 }

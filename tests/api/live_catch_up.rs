@@ -24,6 +24,7 @@ fn customer(user_id: &str) -> Viewer {
         user_id: user_id.into(),
         role: Role::Customer,
         expires_at: u64::MAX,
+        profile: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ mod batches;
 mod cold_start;
 mod concurrency;
 mod connections;
+mod customers;
 mod dashboard;
 mod database_tls;
 mod dead_letters;

@@ -152,6 +152,7 @@ async fn run_client(
         user_id: format!("staff-{case}-{client}"),
         role: Role::Staff,
         expires_at: u64::MAX,
+        profile: Default::default(),
     };
     let mut orders: Vec<(Uuid, Viewer)> = Vec::new();
     let mut delivered: Vec<Delivered> = Vec::new();
@@ -162,6 +163,7 @@ async fn run_client(
                     user_id: format!("c{case}-{client}-{customer}"),
                     role: Role::Customer,
                     expires_at: u64::MAX,
+                    profile: Default::default(),
                 };
                 let mut requested: Vec<RequestedLine> = Vec::new();
                 for (sku, quantity) in lines {

@@ -57,6 +57,7 @@ async fn place_pending_order(pool: &Db, sku: &str) -> OrderRow {
         user_id: "alice".into(),
         role: Role::Customer,
         expires_at: u64::MAX,
+        profile: Default::default(),
     };
     let line = RequestedLine {
         sku: sku.into(),

@@ -41,6 +41,9 @@ function need(name) {
 const baseUrl = need('OMS_URL').replace(/\/$/, '');
 const staffToken = need('OMS_STAFF_TOKEN');
 const customerToken = need('OMS_CUSTOMER_TOKEN');
+// The customer's id and the name their token claims.
+const CUSTOMER_ID = need('OMS_CUSTOMER_ID');
+const CUSTOMER_NAME = need('OMS_CUSTOMER_NAME');
 const sku = need('OMS_SKU');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -191,11 +194,13 @@ try {
     if (process.env.OMS_SCREENSHOT) await page.screenshot({ path: process.env.OMS_SCREENSHOT.replace(/\.png$/, '-low-stock.png') });
   });
 
-  await expectStep('clicking the order shows its lines at their prices and its total', async () => {
+  await expectStep('clicking the order shows its customer by name, its lines at their prices and its total', async () => {
     await page.click(`${feedRow(orderId, 'CONFIRMED')} [data-testid="open-order"]`);
     await page.waitForSelector(`${byTestId('order-panel')}[data-loaded="${orderId}"]`);
     const line = await page.textContent(`[data-testid="order-line"][data-sku="${sku}"]`);
     const total = await page.textContent(byTestId('order-total'));
+    const customer = await page.textContent('#order-customer');
+    if (customer !== `${CUSTOMER_NAME} (${CUSTOMER_ID})`) throw new Error(`order panel: customer "${customer}"`);
     const expected = (quantity * UNIT_PRICE / 100).toFixed(2);
     if (!line.includes(String(quantity)) || !total.includes(expected)) {
       throw new Error(`order panel: line "${line}", total "${total}" (expected ${quantity} × ${UNIT_PRICE / 100} = ${expected})`);
