@@ -10,31 +10,30 @@ use crate::domain::customer::{Profile, ProfileChange};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 /// A changed profile, or why it was not changed.
 pub type ProfileResult = Result<CustomerRow, Vec<UserError>>;
 
 /// Users whose profile claims this instance has taken, with the claims' digest: a user acting
-/// again with the same claims costs no database write. Bounded: when full it starts over (each
-/// user's next act then takes their claims again, which changes nothing).
+/// again with the same claims costs no database write. Keeps the most recently active users;
+/// one it has forgotten takes their claims again on their next act, which changes nothing.
 pub struct ClaimsTaken {
-    digests: Mutex<HashMap<String, String>>,
-    capacity: usize,
+    digests: Mutex<LruCache<String, String>>,
 }
 
 impl Default for ClaimsTaken {
     fn default() -> Self {
-        ClaimsTaken::with_capacity(100_000)
+        ClaimsTaken::with_capacity(NonZeroUsize::new(100_000).expect("not zero"))
     }
 }
 
 impl ClaimsTaken {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(capacity: NonZeroUsize) -> Self {
         ClaimsTaken {
-            digests: Mutex::new(HashMap::new()),
-            capacity,
+            digests: Mutex::new(LruCache::new(capacity)),
         }
     }
 
@@ -47,14 +46,10 @@ impl ClaimsTaken {
     }
 
     fn record(&self, user_id: &str, digest: String) {
-        let mut digests = self
-            .digests
+        self.digests
             .lock()
-            .expect("the claims cache is never poisoned");
-        if digests.len() >= self.capacity {
-            digests.clear();
-        }
-        digests.insert(user_id.to_owned(), digest);
+            .expect("the claims cache is never poisoned")
+            .put(user_id.to_owned(), digest);
     }
 }
 
@@ -201,14 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_knows_a_user_by_their_last_digest_and_starts_over_when_full() {
-        let taken = ClaimsTaken::with_capacity(2);
+    fn the_cache_knows_a_user_by_their_last_digest_and_forgets_the_least_recent() {
+        let taken = ClaimsTaken::with_capacity(NonZeroUsize::new(2).unwrap());
         taken.record("ada", "1".into());
         assert!(taken.has("ada", "1"));
         assert!(!taken.has("ada", "2"));
         taken.record("bob", "1".into());
+        assert!(taken.has("ada", "1"));
         taken.record("cy", "1".into());
-        assert!(!taken.has("ada", "1"));
-        assert!(taken.has("cy", "1"));
+        assert!(!taken.has("bob", "1"));
+        assert!(taken.has("ada", "1") && taken.has("cy", "1"));
     }
 }
