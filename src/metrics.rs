@@ -3,13 +3,33 @@
 //! Counters are recorded where outcomes are known (resolvers, consumer handlers, the relay);
 //! gauges that describe state (outbox backlog, live subscriptions) are read when scraped.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-#[derive(Clone)]
-pub struct Metrics {
+/// Every metric of one running service. Cheap to clone (one shared set): each request's
+/// middleware and handler hold one.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics(Arc::new(MetricSet::new()))
+    }
+}
+
+pub struct MetricSet {
     registry: Registry,
     pub orders_placed: IntCounter,
     /// Applied status changes by the status reached (confirmed, rejected, cancelled, ...).
@@ -40,10 +60,10 @@ pub struct Metrics {
 /// client cannot grow the metrics without bound.
 const MAX_OPERATION_NAMES: usize = 100;
 
-impl Metrics {
-    pub fn new() -> Self {
+impl MetricSet {
+    fn new() -> Self {
         let registry = Registry::new_custom(Some("oms".into()), None).expect("valid prefix");
-        let metrics = Metrics {
+        let metrics = MetricSet {
             orders_placed: IntCounter::new("orders_placed_total", "Orders placed").unwrap(),
             status_changes: IntCounterVec::new(
                 Opts::new(
@@ -236,7 +256,7 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
+impl Default for MetricSet {
     fn default() -> Self {
         Self::new()
     }

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod client;
 pub mod ops;
+mod parsed_documents;
 pub mod persisted_queries;
 pub mod playground;
 
@@ -66,6 +67,8 @@ pub struct HttpState {
     pub connections_per_ip: Arc<ConnectionCounts<IpAddr>>,
     /// Documents kept by hash for automatic persisted queries.
     pub persisted_queries: Arc<persisted_queries::PersistedQueries>,
+    /// Parsed documents kept by their text.
+    parsed_documents: Arc<parsed_documents::ParsedDocuments>,
 }
 
 impl HttpState {
@@ -91,6 +94,7 @@ impl HttpState {
             requests,
             connections_per_user: Arc::new(ConnectionCounts::new(limits.max_connections_per_user)),
             connections_per_ip: Arc::new(ConnectionCounts::new(limits.max_connections_per_ip)),
+            parsed_documents: Arc::default(),
             persisted_queries: Arc::new(persisted_queries::PersistedQueries::new(
                 limits.persisted_queries,
                 limits.max_query_bytes,
@@ -118,7 +122,8 @@ pub fn router(
             .route("/dashboard", get(dashboard))
             .route("/graphql", get(graphql).post(graphql))
             .route("/graphql/ws", get(graphql_ws))
-            .with_state(state)
+            // Shared, so that each request holds one reference rather than a copy of every field.
+            .with_state(Arc::new(state))
             .layer(axum::middleware::from_fn_with_state(
                 metrics,
                 access_log::log_request,
@@ -171,7 +176,7 @@ fn with_request_layers(routes: Router) -> Router {
 
 /// The live dashboard: one page, no external assets. It may hold a token, so it is not cached,
 /// and it may only talk to this origin.
-async fn dashboard(State(state): State<HttpState>) -> Response {
+async fn dashboard(State(state): State<Arc<HttpState>>) -> Response {
     let page = DASHBOARD.replace("__OMS_DASHBOARD_TOKEN__", &state.dashboard_token);
     (
         [
@@ -239,7 +244,7 @@ fn graphql_error(status: StatusCode, error: AppError) -> Response {
 }
 
 async fn graphql(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
@@ -324,6 +329,7 @@ async fn answer(
         seen.errors = 1;
         return refused(&refusal.message, refusal.code);
     }
+    state.parsed_documents.parse(&mut request);
     (seen.operation, seen.kind) = operation_of(&mut request);
     if let Some(operation) = &seen.operation {
         tracing::Span::current().record("operation", operation.as_str());
@@ -452,7 +458,7 @@ fn asks_for_introspection(request: &mut async_graphql::Request) -> bool {
 }
 
 async fn graphql_ws(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
@@ -503,7 +509,7 @@ enum Init {
 /// the token expires (4401). Once the writer has closed, nothing more is read: the connection
 /// ends whatever the client does.
 async fn serve_websocket(
-    state: HttpState,
+    state: Arc<HttpState>,
     protocol: GraphQLProtocol,
     socket: axum::extract::ws::WebSocket,
     ip: IpAddr,

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../web-playground/index.html");
 const SCRIPT: &str = include_str!("../../web-playground/playground.js");
@@ -58,7 +59,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; font-src 'self' data:; img-src 'self' data:; \
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub async fn page(State(state): State<HttpState>) -> Response {
+pub async fn page(State(state): State<Arc<HttpState>>) -> Response {
     let page = PAGE.replace(
         "__OMS_DEFAULT_HEADERS__",
         &html_attribute(&state.playground_headers),

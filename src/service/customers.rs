@@ -9,8 +9,8 @@ use crate::db::{is_unique_violation, Db};
 use crate::domain::customer::{Profile, ProfileChange};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
-use sha2::{Digest, Sha256};
 use lru::LruCache;
+use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
