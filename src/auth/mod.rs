@@ -14,8 +14,10 @@ pub use provider::{IdentityProvider, ProviderConfig};
 pub use secret::{TokenKeys, DEV_SECRET, MIN_SECRET_LEN};
 
 use crate::domain::customer::Profile;
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(
@@ -96,6 +98,20 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 pub struct Authenticator {
     verifier: Verifier,
     claims: Arc<ClaimMapping>,
+    /// Shared-secret tokens already verified, with their viewer: a client sends the same token
+    /// with every request, and checking its signature again would give the same answer until
+    /// it expires (the secret never changes while the process runs). Tokens of an identity
+    /// provider are verified every time, so that a key it withdraws stops working.
+    verified: Arc<Mutex<LruCache<String, Viewer>>>,
+}
+
+/// How many verified tokens each instance keeps.
+const VERIFIED_TOKENS: usize = 10_000;
+
+fn verified_tokens() -> Arc<Mutex<LruCache<String, Viewer>>> {
+    Arc::new(Mutex::new(LruCache::new(
+        NonZeroUsize::new(VERIFIED_TOKENS).expect("not zero"),
+    )))
 }
 
 #[derive(Clone)]
@@ -110,6 +126,7 @@ impl Authenticator {
         Authenticator {
             verifier: Verifier::Secret(Arc::new(keys)),
             claims: Arc::new(ClaimMapping::default()),
+            verified: verified_tokens(),
         }
     }
 
@@ -118,12 +135,14 @@ impl Authenticator {
         Authenticator {
             verifier: Verifier::Provider(provider),
             claims: Arc::new(ClaimMapping::default()),
+            verified: verified_tokens(),
         }
     }
 
     /// Reads the user and role from the claims `mapping` names.
     pub fn with_claims(mut self, mapping: ClaimMapping) -> Self {
         self.claims = Arc::new(mapping);
+        self.verified = verified_tokens();
         self
     }
 
@@ -146,13 +165,50 @@ impl Authenticator {
 
     /// Checks a bare token (no `Bearer ` prefix).
     pub async fn verify(&self, token: &str) -> Result<Viewer, AuthError> {
-        let (claims, leeway) = match &self.verifier {
-            Verifier::Secret(keys) => (keys.verify_claims(token)?, keys.leeway()),
-            Verifier::Provider(provider) => {
-                (provider.verify_claims(token).await?, provider.leeway())
+        let viewer = self.verify_signed(token).await?;
+        // jsonwebtoken still accepts a token in the second of its expiry, which the viewer
+        // already counts as expired: refuse it here too, as expired.
+        if viewer.has_expired() {
+            return Err(AuthError::Expired);
+        }
+        Ok(viewer)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Viewer, AuthError> {
+        match &self.verifier {
+            Verifier::Secret(keys) => {
+                if let Some(viewer) = self.already_verified(token) {
+                    return Ok(viewer);
+                }
+                let viewer = self
+                    .claims
+                    .viewer(&keys.verify_claims(token)?, keys.leeway())?;
+                self.verified
+                    .lock()
+                    .expect("the verified tokens are never poisoned")
+                    .put(token.to_owned(), viewer.clone());
+                Ok(viewer)
             }
-        };
-        self.claims.viewer(&claims, leeway)
+            Verifier::Provider(provider) => self
+                .claims
+                .viewer(&provider.verify_claims(token).await?, provider.leeway()),
+        }
+    }
+
+    /// The viewer of `token` if it was verified before and has not expired since.
+    fn already_verified(&self, token: &str) -> Option<Viewer> {
+        let mut verified = self
+            .verified
+            .lock()
+            .expect("the verified tokens are never poisoned");
+        match verified.get(token) {
+            Some(viewer) if !viewer.has_expired() => Some(viewer.clone()),
+            Some(_) => {
+                verified.pop(token);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Checks an `Authorization` value: `Bearer <token>` (the scheme is case-insensitive).

@@ -220,3 +220,30 @@ async fn an_expired_token_is_refused_and_says_so() {
     );
     app.stop_and_drop_database().await;
 }
+
+#[tokio::test]
+async fn a_token_that_was_accepted_is_refused_once_it_expires() {
+    let app = TestApp::spawn().await;
+    let token = app.short_lived_token(
+        "alice",
+        oms::auth::Role::Customer,
+        std::time::Duration::from_secs(2),
+    );
+    let query = "{ viewer { id } }";
+    let (_, accepted) = app.post(Some(&token), query, json!({})).await;
+    assert_eq!(accepted["data"]["viewer"]["id"], "alice", "{accepted}");
+
+    let refused = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        let (status, body) = app.post(Some(&token), query, json!({})).await;
+        if body["data"]["viewer"]["id"] == "alice" {
+            Err("the token is still accepted".to_owned())
+        } else {
+            Ok((status, body))
+        }
+    })
+    .await;
+    assert_eq!(refused.0, 401, "{}", refused.1);
+    assert_eq!(error_code(&refused.1), "UNAUTHENTICATED");
+    assert!(refused.1.to_string().contains("expired"), "{}", refused.1);
+    app.stop_and_drop_database().await;
+}
