@@ -264,6 +264,9 @@ async fn staff_find_customers_by_name_email_or_phone_prefix_a_page_at_a_time() {
         ["c4"]
     );
 
+    // An unknown customer is simply not there.
+    assert_eq!(customer(&app, "nobody").await, json!(null));
+
     let (first_page, connection) = search(json!({}), 2, json!(null)).await;
     assert_eq!(first_page, ["c1", "c2"]);
     assert_eq!(connection["pageInfo"]["hasNextPage"], true);
