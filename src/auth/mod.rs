@@ -9,36 +9,16 @@ mod claims;
 mod provider;
 mod secret;
 
+pub use crate::domain::role::Role;
 pub use claims::ClaimMapping;
 pub use provider::{IdentityProvider, ProviderConfig};
 pub use secret::{TokenKeys, DEV_SECRET, MIN_SECRET_LEN};
 
 use crate::domain::customer::Profile;
 use lru::LruCache;
-use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-#[derive(
-    Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize, clap::ValueEnum, async_graphql::Enum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Places orders; reads, subscribes to and cancels their own orders only.
-    Customer,
-    /// Reads and subscribes to everything, sets any allowed status, manages inventory.
-    Staff,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Staff => "staff",
-        }
-    }
-}
 
 /// The authenticated caller of a request or WebSocket connection.
 #[derive(Clone, Debug, Eq, PartialEq)]

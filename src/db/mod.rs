@@ -17,6 +17,7 @@ pub mod order_listing;
 pub mod orders;
 pub mod outbox;
 
+use crate::domain::role::Role;
 use crate::domain::status::OrderStatus;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -89,6 +90,28 @@ impl<'r> Decode<'r, Postgres> for OrderStatus {
 }
 
 impl Encode<'_, Postgres> for OrderStatus {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl Type<Postgres> for Role {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Role {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+    }
+}
+
+impl Encode<'_, Postgres> for Role {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
         <&str as Encode<Postgres>>::encode(self.as_str(), buf)
     }

@@ -3,6 +3,7 @@
 use super::inventory::InventoryItemRow;
 use super::outbox::OutboxMessage;
 use crate::domain::events::StockChangeReason;
+use crate::domain::role::Role;
 use crate::domain::status::OrderStatus;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -44,7 +45,7 @@ pub struct StatusChangeRow {
     pub to_status: OrderStatus,
     pub reason: Option<String>,
     pub actor_id: Option<String>,
-    pub actor_role: Option<String>,
+    pub actor_role: Option<Role>,
     pub at: DateTime<Utc>,
 }
 
@@ -142,7 +143,7 @@ pub async fn insert_placed(
     .bind(placed.to_status)
     .bind(&placed.reason)
     .bind(&placed.actor_id)
-    .bind(&placed.actor_role)
+    .bind(placed.actor_role)
     .bind(event_ids)
     .bind(streams)
     .bind(keys)
@@ -324,13 +325,26 @@ pub struct ChangeToWrite<'a> {
     pub order: &'a OrderRow,
     /// Its history entry.
     pub entry: &'a StatusChangeRow,
-    /// Stock the change moves, of items locked in this transaction: each item as it was locked
-    /// (its version guards the update) and the signed amount; empty when no stock moves.
-    pub stock_moves: &'a [(&'a InventoryItemRow, i32)],
-    /// Why the stock moves (the ledger's reason).
-    pub stock_reason: StockChangeReason,
+    /// The stock the change moves; None when it moves none.
+    pub stock: Option<StockMoves<'a>>,
     /// The events announcing the change.
     pub events: &'a [OutboxMessage],
+}
+
+/// Stock a change moves, and why.
+#[derive(Clone, Copy)]
+pub struct StockMoves<'a> {
+    /// The ledger's reason.
+    pub reason: StockChangeReason,
+    /// Items locked in this transaction: each as it was locked (its version guards the update),
+    /// with the signed amount it moves by.
+    pub moves: &'a [(&'a InventoryItemRow, i32)],
+}
+
+impl ChangeToWrite<'_> {
+    fn stock_moves(&self) -> &[(&InventoryItemRow, i32)] {
+        self.stock.map_or(&[], |stock| stock.moves)
+    }
 }
 
 /// [`write_change`] for the changes of several orders locked in this transaction, in one
@@ -352,7 +366,8 @@ pub async fn write_changes(
     let (mut ledger_skus, mut ledger_orders, mut ledger_deltas, mut ledger_reasons) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for change in changes {
-        for (item, delta) in change.stock_moves {
+        let Some(stock) = change.stock else { continue };
+        for (item, delta) in stock.moves {
             match items.iter_mut().find(|moved| moved.0 == item.sku) {
                 Some(moved) => {
                     moved.2 += delta;
@@ -364,7 +379,7 @@ pub async fn write_changes(
             ledger_skus.push(item.sku.as_str());
             ledger_orders.push(change.order.id);
             ledger_deltas.push(*delta);
-            ledger_reasons.push(super::inventory::ledger_reason(change.stock_reason));
+            ledger_reasons.push(super::inventory::ledger_reason(stock.reason));
         }
     }
     let orders: Vec<&OrderRow> = changes.iter().map(|change| change.order).collect();
@@ -479,7 +494,7 @@ pub async fn write_changes(
     .bind(
         entries
             .iter()
-            .map(|entry| entry.actor_role.as_deref())
+            .map(|entry| entry.actor_role.map(Role::as_str))
             .collect::<Vec<_>>(),
     )
     .bind(entries.iter().map(|entry| entry.at).collect::<Vec<_>>())
@@ -514,10 +529,11 @@ pub async fn write_change(
         items_moved: i64,
     }
     let order = change.order;
-    let mut skus = Vec::with_capacity(change.stock_moves.len());
-    let mut deltas = Vec::with_capacity(change.stock_moves.len());
-    let mut item_versions = Vec::with_capacity(change.stock_moves.len());
-    for (item, delta) in change.stock_moves {
+    let moves = change.stock_moves();
+    let mut skus = Vec::with_capacity(moves.len());
+    let mut deltas = Vec::with_capacity(moves.len());
+    let mut item_versions = Vec::with_capacity(moves.len());
+    for (item, delta) in moves {
         skus.push(item.sku.as_str());
         deltas.push(*delta);
         item_versions.push(item.version);
@@ -562,11 +578,15 @@ pub async fn write_change(
     .bind(skus)
     .bind(deltas)
     .bind(item_versions)
-    .bind(super::inventory::ledger_reason(change.stock_reason))
+    .bind(
+        change
+            .stock
+            .map(|stock| super::inventory::ledger_reason(stock.reason)),
+    )
     .bind(entry.from_status)
     .bind(&entry.reason)
     .bind(&entry.actor_id)
-    .bind(&entry.actor_role)
+    .bind(entry.actor_role)
     .bind(event_ids)
     .bind(streams)
     .bind(keys)
@@ -575,9 +595,7 @@ pub async fn write_change(
     .fetch_optional(&mut **tx)
     .await?;
     match written {
-        Some(written) if written.items_moved == change.stock_moves.len() as i64 => {
-            Ok(written.order)
-        }
+        Some(written) if written.items_moved == moves.len() as i64 => Ok(written.order),
         _ => Err(sqlx::Error::RowNotFound),
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Every event is keyed by its order id, so one order's events stay in order within a partition.
 
+use super::role::Role;
 use super::status::OrderStatus;
-use crate::auth::Role;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

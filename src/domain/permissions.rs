@@ -1,8 +1,8 @@
 //! Who may ask for which status change. Checked by the API before queueing and again by the
 //! orders consumer before applying, from this one place.
 
+use super::role::Role;
 use super::status::OrderStatus;
-use crate::auth::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotPermitted {

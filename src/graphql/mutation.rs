@@ -6,6 +6,7 @@ use super::customers::{
 };
 use super::types::{InventoryItem, Order};
 use super::{mutating_viewer, staff};
+use crate::db::customers::CustomerRow;
 use crate::db::inventory::PriceChange;
 use crate::db::Db;
 use crate::domain::order::RequestedLine;
@@ -16,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service;
 use crate::service::customers::ClaimsTaken;
+use crate::service::Outcome;
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 
 pub struct MutationRoot;
@@ -128,14 +130,14 @@ impl MutationRoot {
         .await
         .gql()?;
         Ok(match result {
-            Ok(order) => {
+            Outcome::Done(order) => {
                 ctx.data_unchecked::<Metrics>().orders_placed.inc();
                 PlaceOrderPayload {
                     order: Some(Order(order)),
                     user_errors: vec![],
                 }
             }
-            Err(user_errors) => PlaceOrderPayload {
+            Outcome::Refused(user_errors) => PlaceOrderPayload {
                 order: None,
                 user_errors,
             },
@@ -206,11 +208,11 @@ impl MutationRoot {
         .await
         .gql()?;
         Ok(match result {
-            Ok(item) => UpsertInventoryItemPayload {
+            Outcome::Done(item) => UpsertInventoryItemPayload {
                 item: Some(InventoryItem(item)),
                 user_errors: vec![],
             },
-            Err(user_errors) => UpsertInventoryItemPayload {
+            Outcome::Refused(user_errors) => UpsertInventoryItemPayload {
                 item: None,
                 user_errors,
             },
@@ -234,11 +236,11 @@ impl MutationRoot {
         .await
         .gql()?;
         Ok(match result {
-            Ok(item) => RetireInventoryItemPayload {
+            Outcome::Done(item) => RetireInventoryItemPayload {
                 item: Some(InventoryItem(item)),
                 user_errors: vec![],
             },
-            Err(user_errors) => RetireInventoryItemPayload {
+            Outcome::Refused(user_errors) => RetireInventoryItemPayload {
                 item: None,
                 user_errors,
             },
@@ -280,13 +282,13 @@ impl MutationRoot {
     }
 }
 
-fn profile_payload(result: service::customers::ProfileResult) -> CustomerProfilePayload {
+fn profile_payload(result: Outcome<CustomerRow>) -> CustomerProfilePayload {
     match result {
-        Ok(customer) => CustomerProfilePayload {
+        Outcome::Done(customer) => CustomerProfilePayload {
             customer: Some(Customer(customer)),
             user_errors: vec![],
         },
-        Err(user_errors) => CustomerProfilePayload {
+        Outcome::Refused(user_errors) => CustomerProfilePayload {
             customer: None,
             user_errors,
         },

@@ -316,17 +316,10 @@ impl OrderStatusChange {
             requested_status: None,
             order_uuid: row.order_id,
             owner_id: None,
-            actor: match (row.actor_id, row.actor_role.as_deref()) {
-                (Some(user_id), Some("staff")) => Some(Actor {
-                    user_id,
-                    role: Role::Staff,
-                }),
-                (Some(user_id), Some("customer")) => Some(Actor {
-                    user_id,
-                    role: Role::Customer,
-                }),
-                _ => None,
-            },
+            actor: row
+                .actor_id
+                .zip(row.actor_role)
+                .map(|(user_id, role)| Actor { user_id, role }),
         }
     }
 }

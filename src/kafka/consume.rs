@@ -412,7 +412,7 @@ impl<H: Handler> ConsumerLoop<H> {
 
     /// Handles one message until it is applied or dead-lettered. Returns false when shutdown
     /// interrupted it (its offset is then not stored, so it is delivered again).
-    pub async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let span = tracing::info_span!(
             "consume",
             consumer = self.name,

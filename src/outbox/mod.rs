@@ -57,7 +57,7 @@ enum Wake {
 
 /// What one relay round did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Round {
+enum Round {
     /// Published (and deleted) this many events; 0 when the outbox was empty.
     Published(usize),
     /// Another instance's relay holds the relay lock.
@@ -115,7 +115,7 @@ impl Relay {
     }
 
     /// Publishes one batch. On error nothing is deleted and the batch is sent again later.
-    pub async fn run_once(&self) -> anyhow::Result<Round> {
+    async fn run_once(&self) -> anyhow::Result<Round> {
         let mut tx = self.pool.begin().await?;
         if !db::outbox::try_lock_relay(&mut tx).await? {
             return Ok(Round::AnotherRelayIsActive);

@@ -137,8 +137,7 @@ pub async fn apply_inventory_checks(
                 reason: None,
                 stock_deducted: true,
                 actor: None,
-                stock_moves: moves.iter().map(|(item, delta)| (item, *delta)).collect(),
-                stock_reason: StockChangeReason::OrderConfirmed,
+                stock: StockChange::of(StockChangeReason::OrderConfirmed, &moves),
             }
         } else {
             Change {
@@ -146,8 +145,7 @@ pub async fn apply_inventory_checks(
                 reason: Some(decision.shortages.join("; ")),
                 stock_deducted: false,
                 actor: None,
-                stock_moves: Vec::new(),
-                stock_reason: StockChangeReason::OrderConfirmed,
+                stock: None,
             }
         };
         // The next order of the batch sees the stock this one left.
@@ -394,8 +392,7 @@ pub async fn apply_requested_changes(
                     reason: request.reason.clone(),
                     stock_deducted: order.stock_deducted && !restores_stock,
                     actor: Some(request.requested_by.clone()),
-                    stock_moves: moves.iter().map(|(item, delta)| (item, *delta)).collect(),
-                    stock_reason: StockChangeReason::OrderCancelled,
+                    stock: StockChange::of(StockChangeReason::OrderCancelled, &moves),
                 };
                 prepared_changes.push(prepare_in_batch(&order, &change, &moves, &mut stock));
                 outcomes.push(None);
@@ -441,8 +438,7 @@ pub async fn reject_set_aside_placement(
         reason: Some(SET_ASIDE_REJECTION.to_owned()),
         stock_deducted: false,
         actor: None,
-        stock_moves: Vec::new(),
-        stock_reason: StockChangeReason::OrderConfirmed,
+        stock: None,
     };
     let rejected = change_status(&mut tx, &order, change).await?;
     tx.commit().await?;
@@ -474,9 +470,25 @@ struct Change<'a> {
     reason: Option<String>,
     stock_deducted: bool,
     actor: Option<Actor>,
-    /// Locked items and the stock each moves by.
-    stock_moves: Vec<(&'a InventoryItemRow, i32)>,
-    stock_reason: StockChangeReason,
+    /// The stock the change moves; None when it moves none.
+    stock: Option<StockChange<'a>>,
+}
+
+/// Stock a change moves, and why.
+struct StockChange<'a> {
+    reason: StockChangeReason,
+    /// Locked items and the amount each moves by.
+    moves: Vec<(&'a InventoryItemRow, i32)>,
+}
+
+impl<'a> StockChange<'a> {
+    /// `moves` for `reason`; None when there are none.
+    fn of(reason: StockChangeReason, moves: &'a [(InventoryItemRow, i32)]) -> Option<Self> {
+        (!moves.is_empty()).then(|| StockChange {
+            reason,
+            moves: moves.iter().map(|(item, delta)| (item, *delta)).collect(),
+        })
+    }
 }
 
 /// A locked order's change as it will be written: the order as it leaves it, its history entry
@@ -485,7 +497,8 @@ struct PreparedChange {
     order: OrderRow,
     entry: StatusChangeRow,
     events: Vec<OutboxMessage>,
-    stock_reason: StockChangeReason,
+    /// Why its stock moves; None when it moves none.
+    stock_reason: Option<StockChangeReason>,
 }
 
 /// The order `change` leaves, its history entry and its events (the order's status event and
@@ -505,12 +518,17 @@ fn prepare_change(order: &OrderRow, change: &Change<'_>) -> PreparedChange {
         updated_at: at,
         ..order.clone()
     };
-    let moved: Vec<MovedItem> = change
-        .stock_moves
-        .iter()
-        .map(|(item, delta)| item.moved_by(*delta, at))
-        .collect();
-    let mut events = super::stock_moved_by_order(&moved, change.stock_reason, order.id);
+    let mut events = match &change.stock {
+        Some(stock) => {
+            let moved: Vec<MovedItem> = stock
+                .moves
+                .iter()
+                .map(|(item, delta)| item.moved_by(*delta, at))
+                .collect();
+            super::stock_moved_by_order(&moved, stock.reason, order.id)
+        }
+        None => Vec::new(),
+    };
     let (entry, announced) = super::status_change(
         &changed,
         Some(order.status),
@@ -522,7 +540,7 @@ fn prepare_change(order: &OrderRow, change: &Change<'_>) -> PreparedChange {
         order: changed,
         entry,
         events,
-        stock_reason: change.stock_reason,
+        stock_reason: change.stock.as_ref().map(|stock| stock.reason),
     }
 }
 
@@ -531,8 +549,10 @@ impl PreparedChange {
         ChangeToWrite {
             order: &self.order,
             entry: &self.entry,
-            stock_moves,
-            stock_reason: self.stock_reason,
+            stock: self.stock_reason.map(|reason| db::orders::StockMoves {
+                reason,
+                moves: stock_moves,
+            }),
             events: &self.events,
         }
     }
@@ -546,7 +566,11 @@ async fn change_status(
     change: Change<'_>,
 ) -> sqlx::Result<OrderRow> {
     let prepared = prepare_change(order, &change);
-    db::orders::write_change(tx, &prepared.to_write(&change.stock_moves)).await
+    let moves = change
+        .stock
+        .as_ref()
+        .map_or(&[][..], |stock| stock.moves.as_slice());
+    db::orders::write_change(tx, &prepared.to_write(moves)).await
 }
 
 async fn refuse(

@@ -2,6 +2,7 @@
 //! themselves or by staff. Profiles are personal data: logs name a customer by id only, and no
 //! event carries a profile.
 
+use super::Outcome;
 use crate::auth::Viewer;
 use crate::db;
 use crate::db::customers::{CustomerRow, EMAIL_UNIQUE, PHONE_UNIQUE};
@@ -13,9 +14,6 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-
-/// A changed profile, or why it was not changed.
-pub type ProfileResult = Result<CustomerRow, Vec<UserError>>;
 
 /// Users whose profile claims this instance has taken, with the claims' digest: a user acting
 /// again with the same claims costs no database write. Keeps the most recently active users;
@@ -117,12 +115,12 @@ pub async fn update_own_profile(
     taken: &ClaimsTaken,
     viewer: &Viewer,
     change: ProfileChange,
-) -> Result<ProfileResult, AppError> {
+) -> Result<Outcome<CustomerRow>, AppError> {
     // Claims first: claims taken after this change would overwrite it.
     take_claims(db, taken, viewer).await?;
     let change = match change.validated() {
         Ok(change) => change,
-        Err(errors) => return Ok(Err(errors)),
+        Err(errors) => return Ok(Outcome::Refused(errors)),
     };
     let updated = db::customers::upsert_profile(db, &viewer.user_id, &change).await;
     refused_if_taken(updated.map(Some), &viewer.user_id)
@@ -133,10 +131,10 @@ pub async fn update_customer(
     db: &Db,
     id: &str,
     change: ProfileChange,
-) -> Result<ProfileResult, AppError> {
+) -> Result<Outcome<CustomerRow>, AppError> {
     let change = match change.validated() {
         Ok(change) => change,
-        Err(errors) => return Ok(Err(errors)),
+        Err(errors) => return Ok(Outcome::Refused(errors)),
     };
     let updated = db::customers::update_profile(db, id, &change).await;
     refused_if_taken(updated, id)
@@ -147,27 +145,31 @@ pub async fn update_customer(
 fn refused_if_taken(
     updated: sqlx::Result<Option<CustomerRow>>,
     id: &str,
-) -> Result<ProfileResult, AppError> {
+) -> Result<Outcome<CustomerRow>, AppError> {
     match updated {
         Ok(Some(customer)) => {
             tracing::info!(customer_id = %customer.id, "customer profile changed");
-            Ok(Ok(customer))
+            Ok(Outcome::Done(customer))
         }
-        Ok(None) => Ok(Err(vec![UserError::new(
+        Ok(None) => Ok(Outcome::Refused(vec![UserError::new(
             ["id"],
             UserErrorCode::CustomerNotFound,
             format!("no customer has the id {id:?}"),
         )])),
-        Err(error) if is_unique_violation(&error, EMAIL_UNIQUE) => Ok(Err(vec![UserError::new(
-            ["email"],
-            UserErrorCode::EmailTaken,
-            "another customer has this email address",
-        )])),
-        Err(error) if is_unique_violation(&error, PHONE_UNIQUE) => Ok(Err(vec![UserError::new(
-            ["phone"],
-            UserErrorCode::PhoneTaken,
-            "another customer has this phone number",
-        )])),
+        Err(error) if is_unique_violation(&error, EMAIL_UNIQUE) => {
+            Ok(Outcome::Refused(vec![UserError::new(
+                ["email"],
+                UserErrorCode::EmailTaken,
+                "another customer has this email address",
+            )]))
+        }
+        Err(error) if is_unique_violation(&error, PHONE_UNIQUE) => {
+            Ok(Outcome::Refused(vec![UserError::new(
+                ["phone"],
+                UserErrorCode::PhoneTaken,
+                "another customer has this phone number",
+            )]))
+        }
         Err(error) => Err(error.into()),
     }
 }

@@ -1,6 +1,7 @@
 //! Staff setting an inventory item's name, stock and low-stock threshold, and retiring it; each
 //! change is announced on the stock-levels stream.
 
+use super::Outcome;
 use crate::db;
 use crate::db::inventory::{InventoryItemRow, PriceChange};
 use crate::db::Db;
@@ -23,7 +24,7 @@ pub async fn upsert_item(
     pool: &Db,
     outbox: &OutboxWaker,
     input: ItemInput,
-) -> Result<Result<InventoryItemRow, Vec<UserError>>, AppError> {
+) -> Result<Outcome<InventoryItemRow>, AppError> {
     let errors = validate_inventory_item(
         &input.sku,
         &input.name,
@@ -35,7 +36,7 @@ pub async fn upsert_item(
         errors.extend(crate::domain::order::validate_price(*amount, currency));
     }
     if !errors.is_empty() {
-        return Ok(Err(errors));
+        return Ok(Outcome::Refused(errors));
     }
     let mut tx = pool.begin().await?;
     let upserted = db::inventory::upsert(
@@ -62,7 +63,7 @@ pub async fn upsert_item(
     tx.commit().await?;
     outbox.wake();
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
-    Ok(Ok(item))
+    Ok(Outcome::Done(item))
 }
 
 /// Retires an item: it stays in every order and in the ledger, and its stock stays, but no new
@@ -72,9 +73,9 @@ pub async fn retire_item(
     pool: &Db,
     outbox: &OutboxWaker,
     sku: &str,
-) -> Result<Result<InventoryItemRow, Vec<UserError>>, AppError> {
+) -> Result<Outcome<InventoryItemRow>, AppError> {
     if let Err(problem) = crate::domain::order::check_sku(sku) {
-        return Ok(Err(vec![UserError::new(
+        return Ok(Outcome::Refused(vec![UserError::new(
             ["sku"],
             crate::domain::user_error::UserErrorCode::InvalidSku,
             problem,
@@ -82,7 +83,7 @@ pub async fn retire_item(
     }
     let mut tx = pool.begin().await?;
     let Some((item, newly_retired)) = db::inventory::retire(&mut tx, sku).await? else {
-        return Ok(Err(vec![UserError::new(
+        return Ok(Outcome::Refused(vec![UserError::new(
             ["sku"],
             crate::domain::user_error::UserErrorCode::UnknownSku,
             format!("no inventory item has SKU {sku}"),
@@ -99,5 +100,5 @@ pub async fn retire_item(
         outbox.wake();
         tracing::info!(sku = %item.sku, "inventory item retired");
     }
-    Ok(Ok(item))
+    Ok(Outcome::Done(item))
 }

@@ -25,7 +25,27 @@ use crate::domain::events::{
 };
 use crate::domain::order::is_low_stock;
 use crate::domain::status::OrderStatus;
+use crate::domain::user_error::UserError;
 use uuid::Uuid;
+
+/// What an operation a client asked for came to: done, or refused with what the client can fix
+/// (the mutation's `userErrors`). Outages and bugs are the `Err` of the `Result` around it.
+#[must_use]
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done(T),
+    Refused(Vec<UserError>),
+}
+
+impl<T> Outcome<T> {
+    /// The outcome as a `Result`: what was done, or the user errors.
+    pub fn into_result(self) -> Result<T, Vec<UserError>> {
+        match self {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Refused(errors) => Err(errors),
+        }
+    }
+}
 
 /// The history entry and the `OrderStatusChanged` event of `order`, which has just reached its
 /// current status and version (at its `updated_at`) from `from`.
@@ -42,7 +62,7 @@ pub fn status_change(
         to_status: order.status,
         reason: reason.clone(),
         actor_id: actor.as_ref().map(|a| a.user_id.clone()),
-        actor_role: actor.as_ref().map(|a| a.role.as_str().to_owned()),
+        actor_role: actor.as_ref().map(|a| a.role),
         at: order.updated_at,
     };
     let mut changed = Event::new(

@@ -1,6 +1,7 @@
 //! Placing an order: validated, stored PENDING with its lines and first history entry, and
 //! announced to the inventory check and to subscribers, all in one statement (one round trip).
 
+use super::Outcome;
 use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::OrderRow;
@@ -15,9 +16,6 @@ use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
-/// The placed order, or why it was not placed.
-pub type PlaceOrderResult = Result<OrderRow, Vec<UserError>>;
-
 #[tracing::instrument(name = "place order", skip_all, fields(user_id = %viewer.user_id))]
 pub async fn place_order(
     pool: &Db,
@@ -25,11 +23,11 @@ pub async fn place_order(
     viewer: &Viewer,
     lines: Vec<RequestedLine>,
     idempotency_key: Option<String>,
-) -> Result<PlaceOrderResult, AppError> {
+) -> Result<Outcome<OrderRow>, AppError> {
     let mut errors = validate_lines(&lines);
     errors.extend(idempotency_key.as_deref().and_then(check_idempotency_key));
     if !errors.is_empty() {
-        return Ok(Err(errors));
+        return Ok(Outcome::Refused(errors));
     }
     if let Some(key) = &idempotency_key {
         if let Some(existing) =
@@ -89,14 +87,14 @@ pub async fn place_order(
                 return replay(pool, existing, &lines).await;
             }
             Err(e) if db::is_check_violation(&e, db::orders::TOTAL_CURRENCY_CONSTRAINT) => {
-                return Ok(Err(vec![UserError::new(
+                return Ok(Outcome::Refused(vec![UserError::new(
                     ["items"],
                     UserErrorCode::CurrencyMismatch,
                     "the items are priced in more than one currency; one order takes one currency",
                 )]));
             }
             Err(e) if db::is_check_violation(&e, db::orders::TOTAL_RANGE_CONSTRAINT) => {
-                return Ok(Err(vec![UserError::new(
+                return Ok(Outcome::Refused(vec![UserError::new(
                     ["items"],
                     UserErrorCode::TotalTooLarge,
                     "the order's total is more than 2147483647 minor units; split the order",
@@ -107,20 +105,20 @@ pub async fn place_order(
                 if retired.is_empty() {
                     return Err(AppError::Internal(e.into()));
                 }
-                return Ok(Err(retired));
+                return Ok(Outcome::Refused(retired));
             }
             Err(e) if db::is_foreign_key_violation(&e, db::orders::LINE_SKU_CONSTRAINT) => {
                 let unknown = unknown_skus(pool, &lines).await?;
                 if unknown.is_empty() {
                     return Err(AppError::Internal(e.into()));
                 }
-                return Ok(Err(unknown));
+                return Ok(Outcome::Refused(unknown));
             }
             Err(e) => return Err(e.into()),
         };
     outbox.wake();
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
-    Ok(Ok(order))
+    Ok(Outcome::Done(order))
 }
 
 /// A repeated idempotency key: the first order if the lines are the same, a user error if not.
@@ -128,7 +126,7 @@ async fn replay(
     pool: &Db,
     existing: OrderRow,
     lines: &[RequestedLine],
-) -> Result<PlaceOrderResult, AppError> {
+) -> Result<Outcome<OrderRow>, AppError> {
     // The same lines in any order are the same order.
     let mut stored: Vec<(String, i32)> = db::orders::lines_of(pool, &[existing.id])
         .await?
@@ -140,9 +138,9 @@ async fn replay(
     stored.sort();
     requested.sort();
     if stored == requested {
-        Ok(Ok(existing))
+        Ok(Outcome::Done(existing))
     } else {
-        Ok(Err(vec![UserError::new(
+        Ok(Outcome::Refused(vec![UserError::new(
             ["idempotencyKey"],
             UserErrorCode::IdempotencyKeyReused,
             format!(

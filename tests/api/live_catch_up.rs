@@ -67,7 +67,11 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
         low_stock_threshold: None,
         price: oms::db::inventory::PriceChange::Keep,
     };
-    upsert_item(&pool, &outbox, item).await.unwrap().unwrap();
+    upsert_item(&pool, &outbox, item)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
     // Two live events kept per subscriber: the third unread one makes it fall behind.
     let feeds = LiveFeeds::new(2);
     let limits = serve_args(&deployment, &[]).limits;
@@ -99,6 +103,7 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
         let order = place_order(&pool, &outbox, &customer("alice"), vec![line], None)
             .await
             .unwrap()
+            .into_result()
             .unwrap();
         feeds.status.publish(pending(order.id, "alice"));
         placed.push(order.id.to_string());

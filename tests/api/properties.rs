@@ -120,6 +120,7 @@ async fn run(pool: &Db, case: usize, clients: Vec<Vec<Step>>) -> Result<(), Test
         oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
             .await
             .unwrap()
+            .into_result()
             .unwrap();
     }
     let concurrent = clients.len() > 1;
@@ -183,6 +184,7 @@ async fn run_client(
                 )
                 .await
                 .unwrap()
+                .into_result()
                 .expect("valid orders are placed");
                 prop_assert_eq!(order.status, OrderStatus::Pending);
                 orders.push((order.id, viewer));
@@ -281,6 +283,7 @@ async fn run_client(
                 oms::service::inventory::upsert_item(pool, &OutboxWaker::default(), input)
                     .await
                     .unwrap()
+                    .into_result()
                     .unwrap();
             }
         }

@@ -40,6 +40,7 @@ async fn set_stock(pool: &Db, sku: &str, quantity: i32) {
     upsert_item(pool, &OutboxWaker::default(), input)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
 }
 
@@ -66,6 +67,7 @@ async fn place_pending_order(pool: &Db, sku: &str) -> OrderRow {
     place_order(pool, &OutboxWaker::default(), &alice, vec![line], None)
         .await
         .unwrap()
+        .into_result()
         .unwrap()
 }
 
@@ -91,8 +93,10 @@ async fn write_change_over(
         &ChangeToWrite {
             order: &changed,
             entry: &entry,
-            stock_moves,
-            stock_reason: StockChangeReason::OrderConfirmed,
+            stock: (!stock_moves.is_empty()).then_some(db::orders::StockMoves {
+                reason: StockChangeReason::OrderConfirmed,
+                moves: stock_moves,
+            }),
             events: &[],
         },
     )
