@@ -3,7 +3,7 @@
 //! (a check-violation, SQLSTATE 23514, as a constraint would raise), so the consumer sets the
 //! event aside as it would any effect the database refuses.
 
-use crate::helpers::TestApp;
+use crate::helpers::{eventually, TestApp};
 use oms::service::applying::{SET_ASIDE_REFUSAL, SET_ASIDE_REJECTION};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -101,8 +101,7 @@ async fn how_long_the_oldest_pending_order_has_waited_is_in_the_metrics() {
     app.place_order_id(&app.customer("alice"), &[("HORN", 1)])
         .await;
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), || async {
         let page = metrics(&app).await;
         let waited: f64 = page
             .lines()
@@ -110,11 +109,12 @@ async fn how_long_the_oldest_pending_order_has_waited_is_in_the_metrics() {
             .and_then(|value| value.parse().ok())
             .unwrap_or(0.0);
         if waited > 0.0 {
-            break;
+            Ok(())
+        } else {
+            Err(page)
         }
-        assert!(Instant::now() < deadline, "{page}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     app.stop_and_drop_database().await;
 }
 

@@ -131,22 +131,19 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let text = loop {
+    let text = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
         let response = app.get("/metrics").await;
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
         if series(&text, "oms_outbox_published_total") >= Some(8.0)
             && series(&text, "oms_outbox_backlog ") == Some(0.0)
         {
-            break text;
+            Ok(text)
+        } else {
+            Err(format!("the outbox never drained:\n{text}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outbox never drained:\n{text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let value = |name: &str| -> f64 {
         series(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
