@@ -78,12 +78,18 @@ pub async fn take_claims(
     Ok(())
 }
 
-/// The binds of one field of a change: whether it is set, and to what.
-fn field(change: &Option<Option<String>>) -> (bool, Option<&str>) {
-    match change {
-        None => (false, None),
-        Some(value) => (true, value.as_deref()),
+/// `sql` with `id` as `$1` and, for each of name, email and phone, whether `change` sets it and
+/// to what (`$2`-`$7`).
+fn with_change<'q>(
+    sql: &'q str,
+    id: &'q str,
+    change: &'q ProfileChange,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, CustomerRow, sqlx::postgres::PgArguments> {
+    let mut query = super::query_as(sql).bind(id);
+    for field in [&change.name, &change.email, &change.phone] {
+        query = query.bind(field.is_some()).bind(field.clone().flatten());
     }
+    query
 }
 
 /// Applies `change` to customer `id`, creating the customer if it is new (a customer acting on
@@ -93,12 +99,7 @@ pub async fn upsert_profile(
     id: &str,
     change: &ProfileChange,
 ) -> sqlx::Result<CustomerRow> {
-    let ((set_name, name), (set_email, email), (set_phone, phone)) = (
-        field(&change.name),
-        field(&change.email),
-        field(&change.phone),
-    );
-    super::query_as(&format!(
+    let sql = format!(
         "insert into customers as c (id, name, email, phone) values ($1, $3, $5, $7)
          on conflict (id) do update
             set name = case when $2 then excluded.name else c.name end,
@@ -106,16 +107,8 @@ pub async fn upsert_profile(
                 phone = case when $6 then excluded.phone else c.phone end,
                 updated_at = now()
          returning {CUSTOMER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(set_name)
-    .bind(name)
-    .bind(set_email)
-    .bind(email)
-    .bind(set_phone)
-    .bind(phone)
-    .fetch_one(db)
-    .await
+    );
+    with_change(&sql, id, change).fetch_one(db).await
 }
 
 /// Applies `change` to an existing customer `id`; None when there is no such customer.
@@ -124,12 +117,7 @@ pub async fn update_profile(
     id: &str,
     change: &ProfileChange,
 ) -> sqlx::Result<Option<CustomerRow>> {
-    let ((set_name, name), (set_email, email), (set_phone, phone)) = (
-        field(&change.name),
-        field(&change.email),
-        field(&change.phone),
-    );
-    super::query_as(&format!(
+    let sql = format!(
         "update customers
             set name = case when $2 then $3 else name end,
                 email = case when $4 then $5 else email end,
@@ -137,16 +125,8 @@ pub async fn update_profile(
                 updated_at = now()
           where id = $1
          returning {CUSTOMER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(set_name)
-    .bind(name)
-    .bind(set_email)
-    .bind(email)
-    .bind(set_phone)
-    .bind(phone)
-    .fetch_optional(db)
-    .await
+    );
+    with_change(&sql, id, change).fetch_optional(db).await
 }
 
 pub async fn find_many(db: impl PgExecutor<'_>, ids: &[String]) -> sqlx::Result<Vec<CustomerRow>> {

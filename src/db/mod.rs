@@ -73,49 +73,34 @@ pub fn is_foreign_key_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if db.is_foreign_key_violation() && db.constraint() == Some(constraint))
 }
 
-impl Type<Postgres> for OrderStatus {
-    fn type_info() -> PgTypeInfo {
-        <&str as Type<Postgres>>::type_info()
-    }
+/// Stores a domain enum as its name (`as_str`) in a text column, read back with `FromStr`.
+macro_rules! stored_as_text {
+    ($($name:ty),*) => {$(
+        impl Type<Postgres> for $name {
+            fn type_info() -> PgTypeInfo {
+                <&str as Type<Postgres>>::type_info()
+            }
 
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <&str as Type<Postgres>>::compatible(ty)
-    }
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                <&str as Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> Decode<'r, Postgres> for $name {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+            }
+        }
+
+        impl Encode<'_, Postgres> for $name {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+    )*};
 }
 
-impl<'r> Decode<'r, Postgres> for OrderStatus {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
-    }
-}
-
-impl Encode<'_, Postgres> for OrderStatus {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
-    }
-}
-
-impl Type<Postgres> for Role {
-    fn type_info() -> PgTypeInfo {
-        <&str as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <&str as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for Role {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
-    }
-}
-
-impl Encode<'_, Postgres> for Role {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
-    }
-}
+stored_as_text!(OrderStatus, Role);
 
 /// How many of this build's migrations the database has not applied.
 pub async fn pending_migrations(pool: &Db) -> sqlx::Result<usize> {
