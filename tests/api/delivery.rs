@@ -4,7 +4,7 @@ use crate::helpers::{start_instance, Deployment, TestApp};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::{brokers, read_messages, wait_until_caught_up};
 
@@ -202,8 +202,7 @@ async fn with_two_instances_each_orders_status_events_reach_kafka_in_version_ord
 /// Waits until `order_id` is stored with `status` (read through the API, which reads the
 /// database: committed, whether or not its event was published yet).
 async fn stored_status(app: &TestApp, token: &str, order_id: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    crate::helpers::eventually(Duration::from_secs(30), || async {
         let data = app
             .query(
                 token,
@@ -212,14 +211,12 @@ async fn stored_status(app: &TestApp, token: &str, order_id: &str, status: &str)
             )
             .await;
         if data["order"]["status"] == status {
-            return;
+            Ok(())
+        } else {
+            Err(format!("order {order_id} never reached {status}: {data}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} never reached {status}: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Reads at least `count` JSON payloads of `topic` from the start, in partition order.

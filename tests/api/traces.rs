@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One exported span: its trace, its name and its parent.
 #[derive(Clone, Debug)]
@@ -114,8 +114,7 @@ async fn one_trace_follows_an_order_from_its_request_across_kafka_to_the_push_to
         "inventory check",
         "push to subscribers",
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let trace = loop {
+    let trace = crate::helpers::eventually(Duration::from_secs(30), || async {
         let spans = receiver.spans();
         let placing = spans.iter().find(|span| span.name == "place order");
         let trace: Vec<ExportedSpan> = placing
@@ -129,14 +128,14 @@ async fn one_trace_follows_an_order_from_its_request_across_kafka_to_the_push_to
             .unwrap_or_default();
         let names: HashSet<&str> = trace.iter().map(|span| span.name.as_str()).collect();
         if steps.iter().all(|step| names.contains(step)) {
-            break trace;
+            Ok(trace)
+        } else {
+            Err(format!(
+                "order {order_id}: the trace holds {names:?}, not all of {steps:?}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id}: the trace holds {names:?}, not all of {steps:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     // One root, the HTTP request; every other span hangs below a span of the same trace.
     let roots: Vec<&str> = trace
         .iter()
