@@ -5,18 +5,16 @@ use super::loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use super::viewer;
 use crate::auth::Role;
 use crate::db::inventory::InventoryItemRow;
-use crate::db::orders::{OrderLineRow, OrderRow, StatusChangeRow};
-use crate::domain::events::{Actor, Event, EventBody, StockChangeReason, StockLevelChanged};
+use crate::db::orders::{OrderLineRow, OrderRow};
+use crate::domain::events::{StockChangeReason, StockLevelChanged};
 use crate::domain::order::MAX_LINES_PER_ORDER;
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
+use crate::live::follow::StatusChange;
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{
-    ComplexObject, Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject, ID,
-};
+use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// An order: lines of SKU x quantity, moving through the status machine.
 pub struct Order(pub OrderRow);
@@ -93,7 +91,7 @@ impl Order {
             .unwrap_or_default();
         Ok(history
             .into_iter()
-            .map(OrderStatusChange::from_history)
+            .map(|row| OrderStatusChange(StatusChange::from_history(row)))
             .collect())
     }
 }
@@ -234,39 +232,10 @@ impl InventoryItemFilter {
     }
 }
 
-/// Whether a status change happened or a requested one was refused.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-pub enum ChangeOutcome {
-    /// The order moved from `from` to `to`.
-    Applied,
-    /// A requested change (`requestedStatus`) could not be applied when its turn came; the
-    /// order stays `to` and `reason` says why.
-    Refused,
-}
+pub use crate::live::follow::ChangeOutcome;
 
 /// A status change of an order, as kept in its history and pushed to subscribers.
-#[derive(SimpleObject, Clone, Debug)]
-#[graphql(complex)]
-pub struct OrderStatusChange {
-    pub order_id: ID,
-    /// The status before; absent for the first entry (the order was placed).
-    pub from: Option<OrderStatus>,
-    /// The status after (for a refusal: the status the order keeps).
-    pub to: OrderStatus,
-    pub reason: Option<String>,
-    /// The order's version after the change (unchanged for a refusal).
-    pub version: i32,
-    pub at: DateTime<Utc>,
-    pub outcome: ChangeOutcome,
-    /// For a refusal: the status that was asked for.
-    pub requested_status: Option<OrderStatus>,
-    #[graphql(skip)]
-    pub order_uuid: Uuid,
-    #[graphql(skip)]
-    pub owner_id: Option<String>,
-    #[graphql(skip)]
-    pub actor: Option<Actor>,
-}
+pub struct OrderStatusChange(pub StatusChange);
 
 /// Who asked for a status change.
 #[derive(SimpleObject, Clone, Debug)]
@@ -276,12 +245,49 @@ pub struct ChangedBy {
     pub role: Role,
 }
 
-#[ComplexObject]
+/// A status change of an order, as kept in its history and pushed to subscribers.
+#[Object]
 impl OrderStatusChange {
+    async fn order_id(&self) -> ID {
+        ID(self.0.order_id.to_string())
+    }
+
+    /// The status before; absent for the first entry (the order was placed).
+    async fn from(&self) -> Option<OrderStatus> {
+        self.0.from
+    }
+
+    /// The status after (for a refusal: the status the order keeps).
+    async fn to(&self) -> OrderStatus {
+        self.0.to
+    }
+
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+
+    /// The order's version after the change (unchanged for a refusal).
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    async fn outcome(&self) -> ChangeOutcome {
+        self.0.outcome
+    }
+
+    /// For a refusal: the status that was asked for.
+    async fn requested_status(&self) -> Option<OrderStatus> {
+        self.0.requested_status
+    }
+
     /// Who asked for the change; null when the inventory check decided it.
     async fn changed_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ChangedBy>> {
         let viewer = viewer(ctx)?;
-        Ok(self.actor.as_ref().map(|actor| ChangedBy {
+        Ok(self.0.actor.as_ref().map(|actor| ChangedBy {
             user_id: (viewer.is_staff() || viewer.user_id == actor.user_id)
                 .then(|| ID(actor.user_id.clone())),
             role: actor.role,
@@ -293,74 +299,12 @@ impl OrderStatusChange {
         let viewer = viewer(ctx)?;
         let order = ctx
             .data_unchecked::<DataLoader<OrderById>>()
-            .load_one(self.order_uuid)
+            .load_one(self.0.order_id)
             .await
             .gql()?;
         Ok(order
             .filter(|order| viewer.may_see_order_of(&order.user_id))
             .map(Order))
-    }
-}
-
-impl OrderStatusChange {
-    /// An entry of an order's history.
-    pub fn from_history(row: StatusChangeRow) -> Self {
-        OrderStatusChange {
-            order_id: ID(row.order_id.to_string()),
-            from: row.from_status,
-            to: row.to_status,
-            reason: row.reason,
-            version: row.version,
-            at: row.at,
-            outcome: ChangeOutcome::Applied,
-            requested_status: None,
-            order_uuid: row.order_id,
-            owner_id: None,
-            actor: row
-                .actor_id
-                .zip(row.actor_role)
-                .map(|(user_id, role)| Actor { user_id, role }),
-        }
-    }
-}
-
-impl OrderStatusChange {
-    /// The change a status event announces; `None` for events that are not status changes.
-    pub fn from_event(event: &Event) -> Option<Self> {
-        let (from, to, reason, outcome, requested, owner, actor) = match &event.body {
-            EventBody::OrderStatusChanged(changed) => (
-                changed.from,
-                changed.to,
-                changed.reason.clone(),
-                ChangeOutcome::Applied,
-                None,
-                &changed.user_id,
-                changed.changed_by.clone(),
-            ),
-            EventBody::StatusChangeRefused(refused) => (
-                Some(refused.current),
-                refused.current,
-                Some(refused.message.clone()),
-                ChangeOutcome::Refused,
-                Some(refused.requested),
-                &refused.user_id,
-                Some(refused.requested_by.clone()),
-            ),
-            _ => return None,
-        };
-        Some(OrderStatusChange {
-            order_id: ID(event.order_id.to_string()),
-            from,
-            to,
-            reason,
-            version: event.version,
-            at: event.occurred_at,
-            outcome,
-            requested_status: requested,
-            order_uuid: event.order_id,
-            owner_id: Some(owner.clone()),
-            actor,
-        })
     }
 }
 

@@ -3,6 +3,11 @@
 //! GraphQL subscriptions of this instance. So a subscriber on any instance sees every change,
 //! whichever instance applied it. Status changes also go to per-order and per-customer channels,
 //! so that a customer's subscription wakes only for that customer's orders.
+//!
+//! [`follow`] turns these channels (and the order history, where they skipped something) into
+//! what one subscription follows.
+
+pub mod follow;
 
 use crate::config::KafkaArgs;
 use crate::domain::events::{decode, decode_stock_level, Event, StockLevelChanged, Stream};
