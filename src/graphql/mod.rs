@@ -1,5 +1,10 @@
-//! The GraphQL API: schema, resolvers (thin: they check who asks and call `service`), types and
-//! DataLoaders. `schema.graphql` at the top level is this schema's SDL; a test keeps them equal.
+//! The GraphQL API: schema, resolvers, types and DataLoaders. `schema.graphql` at the top level
+//! is this schema's SDL; a test keeps them equal.
+//!
+//! The rule for resolvers: they check who asks and what they may see, then mutations call
+//! `service` (where every business rule and write lives), reads call `db` directly (queries and
+//! loaders: a read has no rule beyond who may see it, which the resolver checks), and
+//! subscriptions follow `live::follow`.
 
 pub mod customers;
 pub mod error_codes;
