@@ -1,7 +1,7 @@
 //! Builds the shared state, spawns the service's tasks and stops them gracefully.
 
 use crate::config::ServeArgs;
-use crate::consumers::{inventory::InventoryHandler, orders::OrdersHandler};
+use crate::consumers::{inventory::InventoryHandler, orders::OrdersHandler, ConsumerParts};
 use crate::domain::events::Stream;
 use crate::graphql;
 use crate::graphql::rate_limit::RequestRateLimiter;
@@ -63,6 +63,16 @@ impl RunningApp {
     }
 }
 
+/// What the API, the consumers and the relay of one process share.
+#[derive(Clone)]
+struct Shared {
+    pool: db::Db,
+    outbox: OutboxWaker,
+    metrics: Metrics,
+    /// Cancelled when the service stops.
+    shutdown: CancellationToken,
+}
+
 /// Starts the components `args` asks for.
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     let authenticator = args.auth.authenticator()?;
@@ -84,6 +94,125 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
              playground holds a staff token. Never expose this instance."
         );
     }
+    let database = prepare_database(&args).await?;
+    // Creating Kafka clients needs no broker; everything that talks to one starts in the
+    // background once the topics exist, so the API serves (and queues events in the outbox)
+    // meanwhile.
+    let producer = kafka::producer(&args.kafka)?;
+    tracing::info!(
+        "connecting to Kafka at {} to create topics",
+        args.kafka.kafka_brokers
+    );
+
+    let shared = Shared {
+        pool: database.db.clone(),
+        outbox: OutboxWaker::default(),
+        metrics: Metrics::new(),
+        shutdown: CancellationToken::new(),
+    };
+    let mut tasks = JoinSet::new();
+    let connections = TaskTracker::new();
+    let kafka_ready = CancellationToken::new();
+    let handler = |max_batch: usize| ConsumerParts {
+        pool: shared.pool.clone(),
+        outbox: shared.outbox.clone(),
+        metrics: shared.metrics.clone(),
+        max_batch: max_batch.max(1),
+    };
+    let mut kafka_side = KafkaSide {
+        args: args.clone(),
+        ready: kafka_ready.clone(),
+        relay: Relay::new(
+            shared.pool.clone(),
+            database.direct.clone(),
+            producer.clone(),
+            args.kafka.clone(),
+            args.outbox_batch,
+            shared.metrics.clone(),
+            shared.outbox.clone(),
+        ),
+        handlers: args.components.runs_consumers().then(|| {
+            (
+                InventoryHandler::from(handler(args.kafka.inventory_batch_max)),
+                OrdersHandler::from(handler(args.kafka.orders_batch_max)),
+            )
+        }),
+        feeds: None,
+        metrics: shared.metrics.clone(),
+    };
+
+    let readiness = http::ops::Readiness::default();
+    let probe = http::ops::Probe {
+        pool: shared.pool.clone(),
+        producer: producer.clone(),
+        metrics: shared.metrics.clone(),
+        readiness: readiness.clone(),
+        requires_kafka: args.ready_requires_kafka,
+        kafka_ready: kafka_ready.clone(),
+        brokers: args.kafka.kafka_brokers.clone(),
+    };
+    tasks.spawn(probe.run(shared.shutdown.clone()));
+    let mut ops = http::ops::OpsState {
+        readiness,
+        metrics: shared.metrics.clone(),
+        feeds: None,
+    };
+
+    let mut addr = None;
+    if args.components.runs_api() {
+        let feeds = LiveFeeds::new(args.live_buffer);
+        kafka_side.feeds = Some(feeds.clone());
+        ops.feeds = Some(feeds.clone());
+        let beside_api = args.ops_listen_addr.is_none().then(|| ops.clone());
+        let router = api_router(
+            &args,
+            &shared,
+            authenticator,
+            feeds,
+            beside_api,
+            &connections,
+        )?;
+        let local = serve(&mut tasks, &shared.shutdown, args.listen_addr, router).await?;
+        tracing::info!(addr = %local, "GraphQL at http://{local}/graphql, playground at http://{local}/");
+        addr = Some(local);
+    }
+    let mut ops_local = None;
+    let ops_addr = match (args.ops_listen_addr, args.components.runs_api()) {
+        (Some(ops_addr), _) => Some(ops_addr),
+        (None, false) => Some(args.listen_addr),
+        (None, true) => None, // Served beside the API.
+    };
+    if let Some(ops_addr) = ops_addr {
+        let router = http::with_request_ids(http::ops::router(ops));
+        let local = serve(&mut tasks, &shared.shutdown, ops_addr, router).await?;
+        tracing::info!(addr = %local, "operator endpoints at http://{local}/healthz, /readyz and /metrics");
+        ops_local = Some(local);
+    }
+
+    tasks.spawn(kafka_side.run(shared.shutdown.clone()));
+    if args.components.runs_consumers() && args.inbox_retention_hours > 0.0 {
+        let pruner = crate::consumers::inbox::InboxPruner {
+            pool: shared.pool.clone(),
+            retention: Duration::try_from_secs_f64(args.inbox_retention_hours * 3600.0)
+                .context("OMS_INBOX_RETENTION_HOURS must be 0 or more hours")?,
+            metrics: shared.metrics.clone(),
+        };
+        tasks.spawn(pruner.run(shared.shutdown.clone()));
+    }
+
+    Ok(RunningApp {
+        kafka_ready,
+        addr,
+        ops_addr: ops_local,
+        shutdown: shared.shutdown,
+        tasks,
+        connections,
+        grace: args.shutdown_grace(),
+    })
+}
+
+/// The database connections `args` describe, migrated and seeded as they ask.
+async fn prepare_database(args: &ServeArgs) -> anyhow::Result<db::Connections> {
     let database = db::connect(&args.database).context("configuring the database pool")?;
     if args.database.database_pooler == db::Pooler::Transaction {
         match &args.database.database_direct_url {
@@ -98,159 +227,62 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
     if args.migrate {
         db::migrate(&args.database, &database).await?;
     }
-    let pool = database.db.clone();
     if args.seed {
-        let created = seed::seed_demo_inventory(&pool).await?;
+        let created = seed::seed_demo_inventory(&database.db).await?;
         tracing::info!(created, "demo inventory seeded");
     }
-    // Creating Kafka clients needs no broker; everything that talks to one starts in the
-    // background once the topics exist, so the API serves (and queues events in the outbox)
-    // meanwhile.
-    let producer = kafka::producer(&args.kafka)?;
-    tracing::info!(
-        "connecting to Kafka at {} to create topics",
-        args.kafka.kafka_brokers
+    Ok(database)
+}
+
+/// The API's routes: GraphQL over HTTP and WebSocket, the playground and dashboard, and `ops`
+/// when the operator endpoints have no address of their own.
+fn api_router(
+    args: &ServeArgs,
+    shared: &Shared,
+    authenticator: auth::Authenticator,
+    feeds: LiveFeeds,
+    ops: Option<http::ops::OpsState>,
+    connections: &TaskTracker,
+) -> anyhow::Result<axum::Router> {
+    let requests = Arc::new(RequestRateLimiter::new(&args.limits));
+    let schema = graphql::schema(
+        shared.pool.clone(),
+        shared.outbox.clone(),
+        feeds,
+        shared.metrics.clone(),
+        args.limits.clone(),
+        requests.clone(),
     );
-
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let connections = TaskTracker::new();
-
-    let metrics = Metrics::new();
-    let outbox = OutboxWaker::default();
-    let kafka_ready = CancellationToken::new();
-    let mut kafka_side = KafkaSide {
-        args: args.clone(),
-        ready: kafka_ready.clone(),
-        relay: Relay::new(
-            pool.clone(),
-            database.direct.clone(),
-            producer.clone(),
-            args.kafka.clone(),
-            args.outbox_batch,
-            metrics.clone(),
-            outbox.clone(),
-        ),
-        handlers: args.components.runs_consumers().then(|| {
-            (
-                InventoryHandler {
-                    pool: pool.clone(),
-                    outbox: outbox.clone(),
-                    metrics: metrics.clone(),
-                    max_batch: args.kafka.inventory_batch_max.max(1),
-                },
-                OrdersHandler {
-                    pool: pool.clone(),
-                    outbox: outbox.clone(),
-                    metrics: metrics.clone(),
-                    max_batch: args.kafka.orders_batch_max.max(1),
-                },
+    let dev_token = authenticator
+        .signing_keys()
+        .filter(|_| args.auth.dev_mode)
+        .map(|keys| {
+            keys.issue(
+                "dev-staff",
+                auth::Role::Staff,
+                Duration::from_secs(7 * 24 * 3600),
             )
-        }),
-        feeds: None,
-        metrics: metrics.clone(),
-    };
-
-    let readiness = http::ops::Readiness::default();
-    let probe = http::ops::Probe {
-        pool: pool.clone(),
-        producer: producer.clone(),
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-        requires_kafka: args.ready_requires_kafka,
-        kafka_ready: kafka_ready.clone(),
-        brokers: args.kafka.kafka_brokers.clone(),
-    };
-    tasks.spawn(probe.run(shutdown.clone()));
-    let mut ops = http::ops::OpsState {
-        readiness,
-        metrics: metrics.clone(),
-        feeds: None,
-    };
-
-    let mut addr = None;
-    if args.components.runs_api() {
-        let feeds = LiveFeeds::new(args.live_buffer);
-        kafka_side.feeds = Some(feeds.clone());
-        ops.feeds = Some(feeds.clone());
-        let requests = Arc::new(RequestRateLimiter::new(&args.limits));
-        let schema = graphql::schema(
-            pool.clone(),
-            outbox.clone(),
-            feeds,
-            metrics.clone(),
-            args.limits.clone(),
-            requests.clone(),
-        );
-        let dev_token = authenticator
-            .signing_keys()
-            .filter(|_| args.auth.dev_mode)
-            .map(|keys| {
-                keys.issue(
-                    "dev-staff",
-                    auth::Role::Staff,
-                    Duration::from_secs(7 * 24 * 3600),
-                )
-            });
-        let mut state = HttpState::new(
-            schema,
-            authenticator.clone(),
-            &args.limits,
-            requests,
-            metrics.clone(),
-            shutdown.clone(),
-            connections.clone(),
-        );
-        if let Some(token) = &dev_token {
-            state.playground_headers = Arc::new(
-                serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string(),
-            );
-            state.dashboard_token = Arc::new(token.clone());
-        }
-        let cors = http::cors(
-            &args.cors_allowed_origins,
-            &args.cors_allowed_headers,
-            args.auth.dev_mode,
-        )?;
-        let beside_api = args.ops_listen_addr.is_none().then(|| ops.clone());
-        let router = http::router(state, beside_api, cors);
-        let local = serve(&mut tasks, &shutdown, args.listen_addr, router).await?;
-        tracing::info!(addr = %local, "GraphQL at http://{local}/graphql, playground at http://{local}/");
-        addr = Some(local);
+        });
+    let mut state = HttpState::new(
+        schema,
+        authenticator,
+        &args.limits,
+        requests,
+        shared.metrics.clone(),
+        shared.shutdown.clone(),
+        connections.clone(),
+    );
+    if let Some(token) = &dev_token {
+        state.playground_headers =
+            Arc::new(serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string());
+        state.dashboard_token = Arc::new(token.clone());
     }
-    let mut ops_local = None;
-    let ops_addr = match (args.ops_listen_addr, args.components.runs_api()) {
-        (Some(ops_addr), _) => Some(ops_addr),
-        (None, false) => Some(args.listen_addr),
-        (None, true) => None, // Served beside the API.
-    };
-    if let Some(ops_addr) = ops_addr {
-        let router = http::with_request_ids(http::ops::router(ops));
-        let local = serve(&mut tasks, &shutdown, ops_addr, router).await?;
-        tracing::info!(addr = %local, "operator endpoints at http://{local}/healthz, /readyz and /metrics");
-        ops_local = Some(local);
-    }
-
-    tasks.spawn(kafka_side.run(shutdown.clone()));
-    if args.components.runs_consumers() && args.inbox_retention_hours > 0.0 {
-        let pruner = crate::consumers::inbox::InboxPruner {
-            pool: pool.clone(),
-            retention: Duration::try_from_secs_f64(args.inbox_retention_hours * 3600.0)
-                .context("OMS_INBOX_RETENTION_HOURS must be 0 or more hours")?,
-            metrics: metrics.clone(),
-        };
-        tasks.spawn(pruner.run(shutdown.clone()));
-    }
-
-    Ok(RunningApp {
-        kafka_ready,
-        addr,
-        ops_addr: ops_local,
-        shutdown,
-        tasks,
-        connections,
-        grace: args.shutdown_grace(),
-    })
+    let cors = http::cors(
+        &args.cors_allowed_origins,
+        &args.cors_allowed_headers,
+        args.auth.dev_mode,
+    )?;
+    Ok(http::router(state, ops, cors))
 }
 
 /// Serves `router` on `addr` until shutdown; returns the address it listens on.

@@ -1,21 +1,28 @@
 //! The inventory consumer: a placed order is checked against stock and confirmed or rejected.
 
+use super::ConsumerParts;
 use super::{order_of, record_outcome};
-use crate::db::Db;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
-use crate::metrics::Metrics;
-use crate::outbox::OutboxWaker;
 use crate::service::applying::{
     apply_inventory_check, apply_inventory_checks, reject_set_aside_placement, INVENTORY_CONSUMER,
 };
 
-pub struct InventoryHandler {
-    pub pool: Db,
-    pub outbox: OutboxWaker,
-    pub metrics: Metrics,
-    /// Most placed orders checked in one transaction.
-    pub max_batch: usize,
+/// Checks placed orders against stock: the inventory consumer's handler.
+pub struct InventoryHandler(ConsumerParts);
+
+impl From<ConsumerParts> for InventoryHandler {
+    fn from(parts: ConsumerParts) -> Self {
+        InventoryHandler(parts)
+    }
+}
+
+impl std::ops::Deref for InventoryHandler {
+    type Target = ConsumerParts;
+
+    fn deref(&self) -> &ConsumerParts {
+        &self.0
+    }
 }
 
 impl Handler for InventoryHandler {

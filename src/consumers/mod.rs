@@ -9,9 +9,20 @@ pub mod inbox;
 pub mod inventory;
 pub mod orders;
 
+use crate::db::Db;
 use crate::kafka::consume::HandleError;
 use crate::metrics::Metrics;
+use crate::outbox::OutboxWaker;
 use crate::service::applying::{Applied, ApplyError};
+
+/// What a consumer's handler works with.
+pub struct ConsumerParts {
+    pub pool: Db,
+    pub outbox: OutboxWaker,
+    pub metrics: Metrics,
+    /// Most events applied in one transaction.
+    pub max_batch: usize,
+}
 
 /// The order a message names: its event's, else its key (order events are keyed by order id).
 fn order_of(

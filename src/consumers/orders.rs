@@ -2,21 +2,28 @@
 //! when a deducted order is cancelled) or refused.
 
 use super::record_outcome;
-use crate::db::Db;
+use super::ConsumerParts;
 use crate::domain::events::{Event, EventBody};
 use crate::kafka::consume::{HandleError, Handler};
-use crate::metrics::Metrics;
-use crate::outbox::OutboxWaker;
 use crate::service::applying::{
     apply_requested_change, apply_requested_changes, refuse_set_aside_request, ORDERS_CONSUMER,
 };
 
-pub struct OrdersHandler {
-    pub pool: Db,
-    pub outbox: OutboxWaker,
-    pub metrics: Metrics,
-    /// Most status requests applied in one transaction.
-    pub max_batch: usize,
+/// Applies requested status changes: the orders consumer's handler.
+pub struct OrdersHandler(ConsumerParts);
+
+impl From<ConsumerParts> for OrdersHandler {
+    fn from(parts: ConsumerParts) -> Self {
+        OrdersHandler(parts)
+    }
+}
+
+impl std::ops::Deref for OrdersHandler {
+    type Target = ConsumerParts;
+
+    fn deref(&self) -> &ConsumerParts {
+        &self.0
+    }
 }
 
 impl Handler for OrdersHandler {
