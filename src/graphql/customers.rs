@@ -72,12 +72,7 @@ impl Customer {
         before: Option<String>,
     ) -> async_graphql::Result<OrderConnection> {
         let filter = self.orders_filter(ctx, filter)?;
-        let page = PageArguments {
-            first,
-            after,
-            last,
-            before,
-        };
+        let page = PageArguments::new(first, after, last, before);
         order_list::orders_page(ctx, filter, order_by.unwrap_or_default(), page).await
     }
 

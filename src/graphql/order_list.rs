@@ -77,6 +77,22 @@ pub struct PageArguments {
     pub before: Option<String>,
 }
 
+impl PageArguments {
+    pub fn new(
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Self {
+        PageArguments {
+            first,
+            after,
+            last,
+            before,
+        }
+    }
+}
+
 /// The fields of an order connection beside its edges.
 pub struct OrderConnectionFields {
     filter: OrderFilter,

@@ -102,12 +102,7 @@ impl QueryRoot {
                 None => vec![status],
             });
         }
-        let page = PageArguments {
-            first,
-            after,
-            last,
-            before,
-        };
+        let page = PageArguments::new(first, after, last, before);
         order_list::orders_page(ctx, filter, order_by.unwrap_or_default(), page).await
     }
 

@@ -53,12 +53,7 @@ impl ViewerNode {
         before: Option<String>,
     ) -> async_graphql::Result<OrderConnection> {
         let filter = order_list::own_filter(&self.0, filter.unwrap_or_default())?;
-        let page = PageArguments {
-            first,
-            after,
-            last,
-            before,
-        };
+        let page = PageArguments::new(first, after, last, before);
         order_list::orders_page(ctx, filter, order_by.unwrap_or_default(), page).await
     }
 
