@@ -1,0 +1,103 @@
+//! Waiting on facts: a deadline and a message, never a fixed sleep.
+
+use super::*;
+
+/// The Prometheus page of the instance whose operator endpoints are at `addr`.
+pub async fn metrics_at(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("the metrics endpoint answers")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the relay has published everything waiting in the outbox of `app`'s database.
+pub async fn wait_until_outbox_empty(app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not publish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the instance at `addr` counts `count` live subscriptions (its
+/// `oms_live_subscriptions` gauge, read from the feeds at every scrape): the subscriptions a
+/// test started are registered, so no event can pass them by.
+pub async fn wait_for_live_subscriptions(addr: std::net::SocketAddr, count: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = metrics_at(addr).await;
+        let live = page
+            .lines()
+            .find_map(|line| line.strip_prefix("oms_live_subscriptions "))
+            .and_then(|value| value.parse::<i64>().ok());
+        if live == Some(count) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} counts {live:?} live subscriptions, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the oms at `addr` answers `/readyz` with 200.
+pub async fn wait_until_ready(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = reqwest::get(format!("http://{addr}/readyz")).await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "oms at {addr} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
+pub async fn listens_within(port: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Asks `check` every 50 ms until it answers `Ok`, and returns that; fails after `within` with
+/// the last `Err`, which says what was seen instead.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                std::time::Instant::now() < deadline,
+                "gave up after {within:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
