@@ -98,26 +98,20 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-/// Whether `group` has committed offsets up to the end of every partition of `topic`; if not,
-/// where it stands.
 /// Waits until consumer group `group` has committed past everything in `topic`.
 pub async fn wait_until_caught_up(group: &str, topic: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let (group_name, topic_name) = (group.to_owned(), topic.to_owned());
-        let position =
-            tokio::task::spawn_blocking(move || group_caught_up(&group_name, &topic_name))
-                .await
-                .unwrap();
-        let Err(position) = position else { return };
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{group} did not catch up on {topic}: {position}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        tokio::task::spawn_blocking(move || group_caught_up(&group_name, &topic_name))
+            .await
+            .unwrap()
+            .map_err(|position| format!("{group} did not catch up on {topic}: {position}"))
+    })
+    .await
 }
 
+/// Whether `group` has committed offsets up to the end of every partition of `topic`; if not,
+/// where it stands.
 pub fn group_caught_up(group: &str, topic: &str) -> Result<(), String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())

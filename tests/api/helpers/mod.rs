@@ -460,8 +460,7 @@ impl TestApp {
 
     /// Waits until the orders consumer has applied `count` requested status changes.
     pub async fn wait_for_applied_requests(&self, count: i64) {
-        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
+        let applied = eventually(EVENT_TIMEOUT, || async {
             let applied: i64 = sqlx::query_scalar(
                 "select count(*) from processed_events where consumer = 'orders'",
             )
@@ -469,18 +468,16 @@ impl TestApp {
             .await
             .unwrap();
             if applied >= count {
-                assert_eq!(
-                    applied, count,
-                    "more requests were applied than were queued"
-                );
-                return;
+                Ok(applied)
+            } else {
+                Err(format!("only {applied} of {count} requests applied"))
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {applied} of {count} requests applied"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        assert_eq!(
+            applied, count,
+            "more requests were applied than were queued"
+        );
     }
 
     /// Fails unless the stored state meets every invariant (`oms check`).

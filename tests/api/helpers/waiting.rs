@@ -14,57 +14,51 @@ pub async fn metrics_at(addr: std::net::SocketAddr) -> String {
 
 /// Waits until the relay has published everything waiting in the outbox of `app`'s database.
 pub async fn wait_until_outbox_empty(app: &TestApp) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("select count(*) from outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not publish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), || async {
+        let waiting: i64 = sqlx::query_scalar("select count(*) from outbox")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        match waiting {
+            0 => Ok(()),
+            _ => Err(format!("the relay did not publish: {waiting} events wait")),
+        }
+    })
+    .await
 }
 
 /// Waits until the instance at `addr` counts `count` live subscriptions (its
 /// `oms_live_subscriptions` gauge, read from the feeds at every scrape): the subscriptions a
 /// test started are registered, so no event can pass them by.
 pub async fn wait_for_live_subscriptions(addr: std::net::SocketAddr, count: i64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async {
         let page = metrics_at(addr).await;
         let live = page
             .lines()
             .find_map(|line| line.strip_prefix("oms_live_subscriptions "))
             .and_then(|value| value.parse::<i64>().ok());
         if live == Some(count) {
-            return;
+            Ok(())
+        } else {
+            Err(format!(
+                "{addr} counts {live:?} live subscriptions, not {count}"
+            ))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{addr} counts {live:?} live subscriptions, not {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until the oms at `addr` answers `/readyz` with 200.
 pub async fn wait_until_ready(addr: std::net::SocketAddr) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let ready = reqwest::get(format!("http://{addr}/readyz")).await;
         if ready.is_ok_and(|r| r.status() == 200) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("oms at {addr} did not become ready"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "oms at {addr} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
