@@ -254,6 +254,40 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_secret_token_verified_once_is_answered_from_the_cache_until_it_expires() {
+        let keys = TokenKeys::new(b"a-test-secret-that-is-long-enough-0123");
+        let authenticator = Authenticator::with_secret(keys.clone());
+        let token = keys.issue("alice", Role::Customer, std::time::Duration::from_secs(60));
+        let verify = |token: &str| {
+            futures_util::FutureExt::now_or_never(authenticator.verify(token))
+                .expect("a secret verifies without waiting")
+        };
+        assert_eq!(verify(&token).unwrap().user_id, "alice");
+        // What the cache holds for the token is the answer, not a new check of its signature.
+        let cached = Viewer {
+            user_id: "kept".into(),
+            role: Role::Staff,
+            expires_at: unix_now() + 60,
+            profile: Profile::default(),
+        };
+        let put = |viewer: Viewer| {
+            authenticator
+                .verified
+                .lock()
+                .unwrap()
+                .put(token.clone(), viewer)
+        };
+        put(cached.clone());
+        assert_eq!(verify(&token), Ok(cached.clone()));
+        // An expired entry is dropped and the token checked again.
+        put(Viewer {
+            expires_at: unix_now(),
+            ..cached
+        });
+        assert_eq!(verify(&token).unwrap().user_id, "alice");
+    }
+
+    #[test]
     fn a_viewer_past_its_expiry_has_expired() {
         let viewer = Viewer {
             user_id: "alice".into(),
