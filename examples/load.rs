@@ -776,15 +776,15 @@ async fn run_api(args: &Args) -> Value {
         None => (Targets::given(args), args.database_url.clone().unwrap()),
     };
     let targets = Arc::new(targets);
-    let pool = sqlx::PgPool::connect(&database_url)
-        .await
-        .expect("connecting to the database to stock the catalogue");
-    let mut conn = pool.acquire().await.unwrap();
-    oms::db::inventory::create_many(&mut conn, &catalogue.items())
+    let db = oms::db::Db::direct(
+        sqlx::PgPool::connect(&database_url)
+            .await
+            .expect("connecting to the database to stock the catalogue"),
+    );
+    oms::db::inventory::create_many(&db, &catalogue.items())
         .await
         .expect("stocking the catalogue");
-    drop(conn);
-    pool.close().await;
+    db.close().await;
 
     let recorder: Shared<Recorder> = Arc::default();
     if let Some(path) = &args.acknowledged_orders {
@@ -1136,13 +1136,11 @@ fn load_flags(args: &Args) -> Vec<String> {
 
 async fn run_read(args: &Args) -> Value {
     let server = BenchServer::start("read", &load_flags(args)).await;
-    let pool = sqlx::PgPool::connect(&server.database_url).await.unwrap();
-    let mut conn = pool.acquire().await.unwrap();
+    let db = oms::db::Db::direct(sqlx::PgPool::connect(&server.database_url).await.unwrap());
     let catalogue = Catalogue::Uniform;
-    oms::db::inventory::create_many(&mut conn, &catalogue.items())
+    oms::db::inventory::create_many(&db, &catalogue.items())
         .await
         .unwrap();
-    drop(conn);
     let staff = server.token("read-staff", Role::Staff);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.users)

@@ -1,9 +1,9 @@
 //! How oms reaches PostgreSQL: directly, or through a connection pooler in transaction mode
 //! (PgBouncer before 1.21, Supabase's and Neon's pooled endpoints). Behind such a pooler a
 //! client's consecutive statements may run on different server connections, so:
-//! - a statement must not outlive its transaction: statements are prepared unnamed
-//!   ([`query`], [`query_as`], [`query_scalar`], which every query in `db/` uses), since sqlx's
-//!   named ones (`sqlx_s_1`, ...) would meet another client's on a shared server connection;
+//! - a statement must not outlive its transaction: [`Db`] and [`Tx`], the only executors `db/`
+//!   runs statements on, prepare every statement unnamed, since sqlx's named ones (`sqlx_s_1`,
+//!   ...) would meet another client's on a shared server connection;
 //! - sqlx sends an unnamed statement's Parse and its Bind in two round trips, between which the
 //!   pooler may switch server connections unless a transaction holds it: so every statement
 //!   that [`Db`] runs outside a transaction runs in one of its own;
@@ -13,10 +13,9 @@
 use futures_util::stream::BoxStream;
 use futures_util::{future::BoxFuture, TryStreamExt};
 
+use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgPool, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::query::{Query, QueryAs, QueryScalar};
-use sqlx::{Describe, Either, Execute, Executor, FromRow, Postgres, Transaction};
-use std::sync::atomic::{AtomicBool, Ordering};
+use sqlx::{Describe, Either, Execute, Executor, Postgres, Transaction};
 
 /// What stands between oms and PostgreSQL.
 #[derive(clap::ValueEnum, Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -31,47 +30,50 @@ pub enum Pooler {
     Transaction,
 }
 
-/// Whether statements are prepared unnamed (behind a transaction-mode pooler). One process
-/// talks to one database one way, so this is set once at start-up, by [`Db::connect`].
-static UNNAMED_STATEMENTS: AtomicBool = AtomicBool::new(false);
-
-/// Whether statements may be prepared named and cached (no transaction-mode pooler): for the
-/// statements `db/` assembles with sqlx's `QueryBuilder`.
-pub(crate) fn statements_named() -> bool {
-    named_statements()
+impl Pooler {
+    /// Whether statements may be prepared named and cached on a connection.
+    fn keeps_statements(self) -> bool {
+        self == Pooler::None
+    }
 }
 
-fn named_statements() -> bool {
-    !UNNAMED_STATEMENTS.load(Ordering::Relaxed)
+/// A statement as [`Db`] and [`Tx`] run it: prepared unnamed when the pooler cannot keep named
+/// statements, whatever the statement asked for. Every statement of `db/` runs through one of
+/// them, so no query (checked macro, run-time query or `QueryBuilder`) has to say it.
+struct AsPooled<E> {
+    statement: E,
+    named: bool,
 }
 
-// oms's SQL is checked at run time, as it always has been (no offline query data in the
-// repository; `tests/` exercises every statement against PostgreSQL). These wrap sqlx's
-// run-time query functions so that every statement is prepared as the pooler setting allows.
-
-/// `sqlx::query`, prepared the way this process's database connection allows.
-pub(crate) fn query(sql: &str) -> Query<'_, Postgres, PgArguments> {
-    sqlx::query(sql).persistent(named_statements())
+impl<E> AsPooled<E> {
+    fn new(statement: E, pooler: Pooler) -> Self {
+        AsPooled {
+            statement,
+            named: pooler.keeps_statements(),
+        }
+    }
 }
 
-/// `sqlx::query_as`, prepared the way this process's database connection allows.
-pub(crate) fn query_as<'q, O>(sql: &'q str) -> QueryAs<'q, Postgres, O, PgArguments>
-where
-    O: for<'r> FromRow<'r, PgRow>,
-{
-    sqlx::query_as(sql).persistent(named_statements())
-}
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for AsPooled<E> {
+    fn sql(&self) -> &'q str {
+        self.statement.sql()
+    }
 
-/// `sqlx::query_scalar`, prepared the way this process's database connection allows.
-pub(crate) fn query_scalar<'q, O>(sql: &'q str) -> QueryScalar<'q, Postgres, O, PgArguments>
-where
-    (O,): for<'r> FromRow<'r, PgRow>,
-{
-    sqlx::query_scalar(sql).persistent(named_statements())
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        self.statement.statement()
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        self.statement.take_arguments()
+    }
+
+    fn persistent(&self) -> bool {
+        self.named && self.statement.persistent()
+    }
 }
 
 /// The database as oms uses it: a pool, and whether each statement outside a transaction must
-/// run in one of its own. Every `db` function takes it (or a transaction) as its executor.
+/// run in one of its own. Every `db` function takes it (or a [`Tx`]) as its executor.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
@@ -87,17 +89,16 @@ impl Db {
         }
     }
 
-    /// A pool behind `pooler`. Behind a transaction-mode pooler every statement of this process
-    /// is prepared unnamed from now on.
+    /// A pool behind `pooler`.
     pub fn behind(pool: PgPool, pooler: Pooler) -> Db {
-        if pooler == Pooler::Transaction {
-            UNNAMED_STATEMENTS.store(true, Ordering::Relaxed);
-        }
         Db { pool, pooler }
     }
 
-    pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(Tx {
+            transaction: self.pool.begin().await?,
+            pooler: self.pooler,
+        })
     }
 
     pub async fn close(&self) {
@@ -106,6 +107,71 @@ impl Db {
 
     fn own_transactions(&self) -> bool {
         self.pooler == Pooler::Transaction
+    }
+}
+
+/// A transaction of [`Db`]: its statements are prepared as the pooler allows. It gives no access
+/// to the connection beneath, so no statement can bypass that.
+#[derive(Debug)]
+pub struct Tx {
+    transaction: Transaction<'static, Postgres>,
+    pooler: Pooler,
+}
+
+impl Tx {
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.transaction.commit().await
+    }
+
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        self.transaction.rollback().await
+    }
+}
+
+impl<'c> Executor<'c> for &'c mut Tx {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        (&mut *self.transaction).fetch_many(AsPooled::new(query, self.pooler))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        (&mut *self.transaction).fetch_optional(AsPooled::new(query, self.pooler))
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        (&mut *self.transaction).prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        (&mut *self.transaction).describe(sql)
     }
 }
 
@@ -120,6 +186,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
+        let query = AsPooled::new(query, self.pooler);
         if !self.own_transactions() {
             return self.pool.fetch_many(query);
         }
@@ -143,6 +210,7 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
+        let query = AsPooled::new(query, self.pooler);
         if !self.own_transactions() {
             return self.pool.fetch_optional(query);
         }

@@ -12,13 +12,13 @@ pub async fn prune_before(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<u64> {
-    let deleted = super::query(
+    let deleted = sqlx::query!(
         "delete from processed_events where ctid in (
              select ctid from processed_events where processed_at < $1 limit $2
          )",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
     .execute(db)
     .await?;
     Ok(deleted.rows_affected())

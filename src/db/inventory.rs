@@ -1,8 +1,9 @@
 //! Stock levels and the stock ledger.
 
+use super::Tx;
 use crate::domain::events::StockChangeReason;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
@@ -52,6 +53,7 @@ impl InventoryItemRow {
     }
 }
 
+/// The columns of [`InventoryItemRow`], for the one statement assembled at run time ([`list`]).
 const ITEM_COLUMNS: &str =
     "id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at, \
      price_amount, price_currency";
@@ -71,10 +73,13 @@ pub async fn find_by_skus(
     db: impl PgExecutor<'_>,
     skus: &[String],
 ) -> sqlx::Result<Vec<InventoryItemRow>> {
-    super::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = any($1)"
-    ))
-    .bind(skus)
+    sqlx::query_as!(
+        InventoryItemRow,
+        "select id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
+                price_amount, price_currency
+         from inventory_items where sku = any($1)",
+        skus
+    )
     .fetch_all(db)
     .await
 }
@@ -120,10 +125,7 @@ pub async fn list(
         sql.push(" and sku > ").push_bind(after.to_owned());
     }
     sql.push(" order by sku limit ").push_bind(limit);
-    sql.build_query_as()
-        .persistent(super::handle::statements_named())
-        .fetch_all(db)
-        .await
+    sql.build_query_as().fetch_all(db).await
 }
 
 /// One line of an order with its stock item.
@@ -140,11 +142,8 @@ pub struct LineStock {
 /// that transactions locking overlapping sets of items cannot deadlock. `for no key update`
 /// (the SKU never changes): orders being placed for these SKUs at the same time only need a
 /// key-share lock for their lines' foreign key, and are not held up by the stock being deducted.
-pub async fn lock_stock_of_order(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> sqlx::Result<Vec<LineStock>> {
-    Ok(lock_stock_of_orders(conn, &[order_id])
+pub async fn lock_stock_of_order(tx: &mut Tx, order_id: Uuid) -> sqlx::Result<Vec<LineStock>> {
+    Ok(lock_stock_of_orders(tx, &[order_id])
         .await?
         .into_iter()
         .map(|(_, line)| line)
@@ -154,38 +153,77 @@ pub async fn lock_stock_of_order(
 /// The lines of several orders, by order then line, each with its stock item; the union of
 /// their items locked once, in the same global order as [`lock_stock_of_order`].
 pub async fn lock_stock_of_orders(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<(Uuid, LineStock)>> {
-    let rows = super::query(&format!(
-        "with lines as (
+    let rows = sqlx::query!(
+        r#"with lines as (
              select order_id, line_no, sku, quantity from order_lines where order_id = any($1)
          ), locked as (
-             select {ITEM_COLUMNS} from inventory_items
+             select id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
+                    price_amount, price_currency
+             from inventory_items
              where sku in (select sku from lines)
              order by id
              for no key update
          )
-         select lines.order_id, lines.sku as line_sku, lines.quantity as requested, locked.*
+         select lines.order_id as "order_id!", lines.sku as "line_sku!",
+                lines.quantity as "requested!",
+                -- null when no item has the line's SKU
+                locked.id as "id?", locked.sku as "sku?", locked.name as "name?",
+                locked.quantity as "quantity?",
+                locked.low_stock_threshold as "low_stock_threshold?",
+                locked.updated_at as "updated_at?", locked.version as "version?",
+                locked.retired_at as "retired_at?", locked.price_amount as "price_amount?",
+                locked.price_currency as "price_currency?"
          from lines left join locked on locked.sku = lines.sku
-         order by lines.order_id, lines.line_no"
-    ))
-    .bind(order_ids)
-    .fetch_all(conn)
+         order by lines.order_id, lines.line_no"#,
+        order_ids
+    )
+    .fetch_all(tx)
     .await?;
-    rows.iter()
+    Ok(rows
+        .into_iter()
         .map(|row| {
-            let in_stock = row.try_get::<Option<i64>, _>("id")?.is_some();
-            let line = LineStock {
-                sku: row.try_get("line_sku")?,
-                requested: row.try_get("requested")?,
-                item: in_stock
-                    .then(|| InventoryItemRow::from_row(row))
-                    .transpose()?,
+            let item = match (
+                row.id,
+                row.sku,
+                row.name,
+                row.quantity,
+                row.low_stock_threshold,
+                row.updated_at,
+                row.version,
+            ) {
+                (
+                    Some(id),
+                    Some(sku),
+                    Some(name),
+                    Some(quantity),
+                    Some(low_stock_threshold),
+                    Some(updated_at),
+                    Some(version),
+                ) => Some(InventoryItemRow {
+                    id,
+                    sku,
+                    name,
+                    quantity,
+                    low_stock_threshold,
+                    updated_at,
+                    version,
+                    retired_at: row.retired_at,
+                    price_amount: row.price_amount,
+                    price_currency: row.price_currency,
+                }),
+                _ => None,
             };
-            Ok((row.try_get("order_id")?, line))
+            let line = LineStock {
+                sku: row.line_sku,
+                requested: row.requested,
+                item,
+            };
+            (row.order_id, line)
         })
-        .collect()
+        .collect())
 }
 
 /// An item before and after it was set.
@@ -207,63 +245,63 @@ pub enum PriceChange {
 }
 
 pub async fn upsert(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     sku: &str,
     name: &str,
     quantity: i32,
     low_stock_threshold: Option<i32>,
     price: &PriceChange,
 ) -> sqlx::Result<UpsertedItem> {
-    let created = super::query(
+    let created = sqlx::query!(
         "insert into inventory_items (sku, name, quantity, low_stock_threshold)
          values ($1, $2, 0, coalesce($3, 0)) on conflict (sku) do nothing",
+        sku,
+        name,
+        low_stock_threshold,
     )
-    .bind(sku)
-    .bind(name)
-    .bind(low_stock_threshold)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
-    let current: InventoryItemRow = super::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = $1 for no key update"
-    ))
-    .bind(sku)
-    .fetch_one(&mut *conn)
-    .await?;
-    let after: InventoryItemRow = super::query_as(&format!(
+    let current = lock_by_sku(tx, sku)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let (price_amount, price_currency) = match price {
+        PriceChange::Set(amount, currency) => (Some(*amount), Some(currency.as_str())),
+        _ => (None, None),
+    };
+    let after = sqlx::query_as!(
+        InventoryItemRow,
         "update inventory_items
          set name = $2, quantity = $3,
              low_stock_threshold = coalesce($4, low_stock_threshold),
              version = version + $5, updated_at = now(), retired_at = null,
              price_amount = case when $6 then $7 else price_amount end,
              price_currency = case when $6 then $8 else price_currency end
-         where id = $1 returning {ITEM_COLUMNS}"
-    ))
-    .bind(current.id)
-    .bind(name)
-    .bind(quantity)
-    .bind(low_stock_threshold)
-    .bind(if created { 0 } else { 1 })
-    .bind(*price != PriceChange::Keep)
-    .bind(match price {
-        PriceChange::Set(amount, _) => Some(*amount),
-        _ => None,
-    })
-    .bind(match price {
-        PriceChange::Set(_, currency) => Some(currency.as_str()),
-        _ => None,
-    })
-    .fetch_one(&mut *conn)
+         where id = $1
+         returning id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
+                   price_amount, price_currency",
+        current.id,
+        name,
+        quantity,
+        low_stock_threshold,
+        if created { 0 } else { 1 },
+        *price != PriceChange::Keep,
+        price_amount,
+        price_currency,
+    )
+    .fetch_one(&mut *tx)
     .await?;
     let delta = quantity - current.quantity;
     if delta != 0 {
-        super::query("insert into stock_movements (sku, delta, reason) values ($1, $2, $3)")
-            .bind(sku)
-            .bind(delta)
-            .bind(ledger_reason(StockChangeReason::StockSet))
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            "insert into stock_movements (sku, delta, reason) values ($1, $2, $3)",
+            sku,
+            delta,
+            ledger_reason(StockChangeReason::StockSet),
+        )
+        .execute(tx)
+        .await?;
     }
     Ok(UpsertedItem {
         before: (!created).then_some(current),
@@ -274,7 +312,7 @@ pub async fn upsert(
 /// Creates the items (SKU, name, quantity, low-stock threshold) whose SKUs do not exist yet, in
 /// one statement; their initial stock goes to the ledger. Returns how many were created.
 pub async fn create_many(
-    conn: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     items: &[(String, String, i32, i32)],
 ) -> sqlx::Result<u64> {
     let mut skus = Vec::with_capacity(items.len());
@@ -287,7 +325,7 @@ pub async fn create_many(
         quantities.push(*quantity);
         thresholds.push(*threshold);
     }
-    let created = super::query(
+    let created = sqlx::query!(
         "with created as (
              insert into inventory_items (sku, name, quantity, low_stock_threshold)
              select * from unnest($1::text[], $2::text[], $3::int[], $4::int[])
@@ -296,41 +334,49 @@ pub async fn create_many(
          )
          insert into stock_movements (sku, delta, reason)
          select sku, quantity, 'stock_set' from created",
+        &skus as _,
+        &names as _,
+        &quantities,
+        &thresholds,
     )
-    .bind(skus)
-    .bind(names)
-    .bind(quantities)
-    .bind(thresholds)
-    .execute(conn)
+    .execute(db)
     .await?;
     Ok(created.rows_affected())
 }
 
 /// Retires the item `sku` (locked until the transaction ends): None when no item has that SKU;
 /// the item and whether this call retired it (false: it already was).
-pub async fn retire(
-    conn: &mut PgConnection,
-    sku: &str,
-) -> sqlx::Result<Option<(InventoryItemRow, bool)>> {
-    let Some(current): Option<InventoryItemRow> = super::query_as(&format!(
-        "select {ITEM_COLUMNS} from inventory_items where sku = $1 for no key update"
-    ))
-    .bind(sku)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+pub async fn retire(tx: &mut Tx, sku: &str) -> sqlx::Result<Option<(InventoryItemRow, bool)>> {
+    let Some(current) = lock_by_sku(tx, sku).await? else {
         return Ok(None);
     };
     if current.retired_at.is_some() {
         return Ok(Some((current, false)));
     }
-    let retired: InventoryItemRow = super::query_as(&format!(
+    let retired = sqlx::query_as!(
+        InventoryItemRow,
         "update inventory_items
          set retired_at = now(), version = version + 1, updated_at = now()
-         where id = $1 returning {ITEM_COLUMNS}"
-    ))
-    .bind(current.id)
-    .fetch_one(conn)
+         where id = $1
+         returning id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
+                   price_amount, price_currency",
+        current.id
+    )
+    .fetch_one(tx)
     .await?;
     Ok(Some((retired, true)))
+}
+
+/// The item `sku`, its row locked until the transaction ends (`for no key update`, as
+/// [`lock_stock_of_orders`]).
+async fn lock_by_sku(tx: &mut Tx, sku: &str) -> sqlx::Result<Option<InventoryItemRow>> {
+    sqlx::query_as!(
+        InventoryItemRow,
+        "select id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
+                price_amount, price_currency
+         from inventory_items where sku = $1 for no key update",
+        sku
+    )
+    .fetch_optional(tx)
+    .await
 }

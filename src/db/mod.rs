@@ -1,4 +1,4 @@
-//! All SQL lives here. Functions take an executor (the pool, a connection or a transaction),
+//! All SQL lives here. Functions take an executor ([`Db`], or a [`Tx`] of it),
 //! so callers decide what runs in one transaction.
 //!
 //! - [`orders`]: orders, their lines and status history; a consumer's inbox of applied events.
@@ -25,8 +25,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgPool, PgPoolOptions, PgTypeInfo, PgValu
 use sqlx::{Decode, Encode, Postgres, Type};
 use std::time::Duration;
 
-pub(crate) use handle::{query, query_as, query_scalar};
-pub use handle::{Db, Pooler};
+pub use handle::{Db, Pooler, Tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -104,13 +103,16 @@ stored_as_text!(OrderStatus, Role);
 
 /// How many of this build's migrations the database has not applied.
 pub async fn pending_migrations(pool: &Db) -> sqlx::Result<usize> {
-    let applied: Vec<i64> = query_scalar("select version from _sqlx_migrations where success")
-        .fetch_all(pool)
-        .await
-        .or_else(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
-            _ => Err(error),
-        })?;
+    // Checked at run time: `_sqlx_migrations` is sqlx's own table, missing until the first
+    // migration ran (42P01 below), so no schema the macros check against has it.
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await
+            .or_else(|error| match &error {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(vec![]),
+                _ => Err(error),
+            })?;
     Ok(MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))

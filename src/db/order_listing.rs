@@ -86,7 +86,6 @@ pub async fn page(
 ) -> sqlx::Result<Vec<OrderRow>> {
     let mut rows: Vec<OrderRow> = page_statement("", filter, page)
         .build_query_as()
-        .persistent(super::handle::statements_named())
         .fetch_all(db)
         .await?;
     if page.from_end {
@@ -104,6 +103,7 @@ pub async fn explain_page(
 ) -> sqlx::Result<Vec<String>> {
     page_statement("explain ", filter, page)
         .build_query_scalar()
+        // Asked rarely (operators, tests): not worth a place in the connection's statement cache.
         .persistent(false)
         .fetch_all(db)
         .await
@@ -149,10 +149,7 @@ fn page_statement<'q>(
 pub async fn count(db: impl PgExecutor<'_>, filter: &OrderFilter) -> sqlx::Result<i64> {
     let mut sql = QueryBuilder::<Postgres>::new("select count(*) from orders");
     Conditions::new(&mut sql).of(filter);
-    sql.build_query_scalar()
-        .persistent(super::handle::statements_named())
-        .fetch_one(db)
-        .await
+    sql.build_query_scalar().fetch_one(db).await
 }
 
 /// How many orders `filter` selects, by status (statuses without orders left out).
@@ -163,10 +160,7 @@ pub async fn count_by_status(
     let mut sql = QueryBuilder::<Postgres>::new("select status, count(*) from orders");
     Conditions::new(&mut sql).of(filter);
     sql.push(" group by status");
-    sql.build_query_as()
-        .persistent(super::handle::statements_named())
-        .fetch_all(db)
-        .await
+    sql.build_query_as().fetch_all(db).await
 }
 
 /// Appends `where a and b and ...` to a statement, one condition at a time.

@@ -2,11 +2,12 @@
 
 use super::inventory::InventoryItemRow;
 use super::outbox::OutboxMessage;
+use super::Tx;
 use crate::domain::events::StockChangeReason;
 use crate::domain::role::Role;
 use crate::domain::status::OrderStatus;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -26,7 +27,7 @@ pub struct OrderRow {
     pub total_currency: Option<String>,
 }
 
-#[derive(sqlx::FromRow, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderLineRow {
     pub order_id: Uuid,
     pub line_no: i32,
@@ -37,7 +38,7 @@ pub struct OrderLineRow {
     pub unit_price_currency: Option<String>,
 }
 
-#[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StatusChangeRow {
     pub order_id: Uuid,
     pub version: i32,
@@ -49,18 +50,10 @@ pub struct StatusChangeRow {
     pub at: DateTime<Utc>,
 }
 
+/// The columns of [`OrderRow`], for the statements assembled at run time (`order_listing`).
 pub(super) const ORDER_COLUMNS: &str =
     "id, user_id, status, rejection_reason, version, stock_deducted, \
                              idempotency_key, created_at, updated_at, total_amount, total_currency";
-
-/// [`ORDER_COLUMNS`] of the table aliased `alias`.
-fn order_columns_of(alias: &str) -> String {
-    ORDER_COLUMNS
-        .split(", ")
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 pub const IDEMPOTENCY_CONSTRAINT: &str = "orders_user_idempotency_key";
 
@@ -90,8 +83,9 @@ pub async fn insert_placed(
     let (skus, quantities): (Vec<&str>, Vec<i32>) =
         lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
     let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(events);
-    super::query_as(&format!(
-        "-- The order and its first history entry share status ($9), version ($7) and time ($4).
+    sqlx::query_as!(
+        OrderRow,
+        r#"-- The order and its first history entry share status ($9), version ($7) and time ($4).
          -- Each line keeps its item's price now; the order its total, in the one currency of
          -- its lines ('MIXED' otherwise, which a check refuses).
          with priced as (
@@ -112,7 +106,7 @@ pub async fn insert_placed(
              insert into orders (id, user_id, status, version, idempotency_key, created_at,
                                  updated_at, total_amount, total_currency)
              select $1, $2, $9, $7, $3, $4, $4, total.amount, total.currency from total
-             returning {ORDER_COLUMNS}
+             returning *
          ), lines as (
              insert into order_lines (order_id, line_no, sku, quantity, unit_price_amount,
                                       unit_price_currency)
@@ -130,59 +124,69 @@ pub async fn insert_placed(
              insert into customers (id, created_at, updated_at) values ($2, $4, $4)
              on conflict (id) do nothing
          )
-         select * from placed"
-    ))
-    .bind(order.id)
-    .bind(&order.user_id)
-    .bind(&order.idempotency_key)
-    .bind(order.created_at)
-    .bind(skus)
-    .bind(quantities)
-    .bind(placed.version)
-    .bind(placed.from_status)
-    .bind(placed.to_status)
-    .bind(&placed.reason)
-    .bind(&placed.actor_id)
-    .bind(placed.actor_role)
-    .bind(event_ids)
-    .bind(streams)
-    .bind(keys)
-    .bind(payloads)
-    .bind(traceparents)
+         select id as "id!", user_id as "user_id!", status as "status!: OrderStatus",
+                rejection_reason, version as "version!", stock_deducted as "stock_deducted!",
+                idempotency_key, created_at as "created_at!", updated_at as "updated_at!",
+                total_amount, total_currency
+         from placed"#,
+        order.id,
+        order.user_id,
+        order.idempotency_key.as_deref(),
+        order.created_at,
+        &skus as _,
+        &quantities,
+        placed.version,
+        placed.from_status.map(OrderStatus::as_str),
+        placed.to_status.as_str(),
+        placed.reason.as_deref(),
+        placed.actor_id.as_deref(),
+        placed.actor_role.map(Role::as_str),
+        &event_ids,
+        &streams as _,
+        &keys as _,
+        &payloads as _,
+        &traceparents as _,
+    )
     .fetch_one(db)
     .await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
-    super::query_as(&format!("select {ORDER_COLUMNS} from orders where id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        OrderRow,
+        r#"select id, user_id, status as "status: OrderStatus", rejection_reason, version, stock_deducted,
+                idempotency_key, created_at, updated_at, total_amount, total_currency
+         from orders where id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<OrderRow>> {
-    super::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where id = any($1)"
-    ))
-    .bind(ids)
+    sqlx::query_as!(
+        OrderRow,
+        r#"select id, user_id, status as "status: OrderStatus", rejection_reason, version, stock_deducted,
+                idempotency_key, created_at, updated_at, total_amount, total_currency
+         from orders where id = any($1)"#,
+        ids
+    )
     .fetch_all(db)
     .await
 }
 
 /// An order read and locked for a consumer's event (see [`lock_for_events`]).
-#[derive(sqlx::FromRow, Debug)]
+#[derive(Debug)]
 pub struct OrderForEvent {
     /// False when the consumer applied this event before: nothing is to be done.
     pub first_time: bool,
-    #[sqlx(flatten)]
     pub order: OrderRow,
 }
 
 /// An event of a batch with its order, as [`lock_for_events`] found them.
-#[derive(sqlx::FromRow, Debug)]
+#[derive(Debug)]
 pub struct BatchOrderForEvent {
     pub event_id: Uuid,
-    #[sqlx(flatten)]
     pub locked: OrderForEvent,
 }
 
@@ -192,51 +196,78 @@ pub struct BatchOrderForEvent {
 /// status change of one order is serialised on this lock. An event whose order does not exist
 /// is missing from the result.
 pub async fn lock_for_events(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     consumer: &str,
     events: &[(Uuid, Uuid)],
 ) -> sqlx::Result<Vec<BatchOrderForEvent>> {
     let (event_ids, order_ids): (Vec<Uuid>, Vec<Uuid>) = events.iter().copied().unzip();
-    super::query_as(&format!(
-        "with inbox as (
+    let rows = sqlx::query!(
+        r#"with inbox as (
              insert into processed_events (consumer, event_id)
              select $1, event_id from unnest($2::uuid[]) as event(event_id)
              on conflict do nothing
              returning event_id
          )
-         select event.event_id,
-                exists(select 1 from inbox where inbox.event_id = event.event_id) as first_time,
-                {columns}
+         select event.event_id as "event_id!",
+                exists(select 1 from inbox where inbox.event_id = event.event_id)
+                    as "first_time!",
+                o.id, o.user_id, o.status as "status: OrderStatus", o.rejection_reason,
+                o.version, o.stock_deducted, o.idempotency_key, o.created_at, o.updated_at,
+                o.total_amount, o.total_currency
          from unnest($2::uuid[], $3::uuid[]) as event(event_id, order_id)
          join orders o on o.id = event.order_id
          order by o.id
-         for update of o",
-        columns = order_columns_of("o")
-    ))
-    .bind(consumer)
-    .bind(event_ids)
-    .bind(order_ids)
-    .fetch_all(conn)
-    .await
+         for update of o"#,
+        consumer,
+        &event_ids,
+        &order_ids,
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BatchOrderForEvent {
+            event_id: row.event_id,
+            locked: OrderForEvent {
+                first_time: row.first_time,
+                order: OrderRow {
+                    id: row.id,
+                    user_id: row.user_id,
+                    status: row.status,
+                    rejection_reason: row.rejection_reason,
+                    version: row.version,
+                    stock_deducted: row.stock_deducted,
+                    idempotency_key: row.idempotency_key,
+                    created_at: row.created_at,
+                    updated_at: row.updated_at,
+                    total_amount: row.total_amount,
+                    total_currency: row.total_currency,
+                },
+            },
+        })
+        .collect())
 }
 
 /// An order, its row locked until the transaction ends.
-pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
-    super::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where id = $1 for update"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
+pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"select id, user_id, status as "status: OrderStatus", rejection_reason, version, stock_deducted,
+                idempotency_key, created_at, updated_at, total_amount, total_currency
+         from orders where id = $1 for update"#,
+        id
+    )
+    .fetch_optional(tx)
     .await
 }
 
 /// Seconds the oldest PENDING order has waited for its inventory check (0: none waits).
 /// Order ids are time-ordered, so the status index finds it at once.
 pub async fn oldest_pending_age_seconds(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
-    super::query_scalar(
-        "select coalesce(extract(epoch from now() - (
+    sqlx::query_scalar!(
+        r#"select coalesce(extract(epoch from now() - (
              select created_at from orders where status = 'PENDING' order by id limit 1
-         ))::float8, 0)",
+         ))::float8, 0) as "age!""#
     )
     .fetch_one(db)
     .await
@@ -247,11 +278,14 @@ pub async fn find_by_idempotency_key(
     user_id: &str,
     key: &str,
 ) -> sqlx::Result<Option<OrderRow>> {
-    super::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where user_id = $1 and idempotency_key = $2"
-    ))
-    .bind(user_id)
-    .bind(key)
+    sqlx::query_as!(
+        OrderRow,
+        r#"select id, user_id, status as "status: OrderStatus", rejection_reason, version, stock_deducted,
+                idempotency_key, created_at, updated_at, total_amount, total_currency
+         from orders where user_id = $1 and idempotency_key = $2"#,
+        user_id,
+        key
+    )
     .fetch_optional(db)
     .await
 }
@@ -260,27 +294,29 @@ pub async fn lines_of(
     db: impl PgExecutor<'_>,
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<OrderLineRow>> {
-    super::query_as(
+    sqlx::query_as!(
+        OrderLineRow,
         "select order_id, line_no, sku, quantity, unit_price_amount, unit_price_currency
          from order_lines where order_id = any($1) order by order_id, line_no",
+        order_ids
     )
-    .bind(order_ids)
     .fetch_all(db)
     .await
 }
-
-const CHANGE_COLUMNS: &str =
-    "order_id, version, from_status, to_status, reason, actor_id, actor_role, at";
 
 pub async fn history_of(
     db: impl PgExecutor<'_>,
     order_ids: &[Uuid],
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    super::query_as(&format!(
-        "select {CHANGE_COLUMNS} from order_status_history
-         where order_id = any($1) order by order_id, version"
-    ))
-    .bind(order_ids)
+    sqlx::query_as!(
+        StatusChangeRow,
+        r#"select order_id, version, from_status as "from_status: OrderStatus",
+                to_status as "to_status: OrderStatus", reason, actor_id,
+                actor_role as "actor_role: Role", at
+         from order_status_history
+         where order_id = any($1) order by order_id, version"#,
+        order_ids
+    )
     .fetch_all(db)
     .await
 }
@@ -291,14 +327,18 @@ pub async fn history_of_customer_since(
     user_id: &str,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    super::query_as(&format!(
-        "select {CHANGE_COLUMNS} from order_status_history
+    sqlx::query_as!(
+        StatusChangeRow,
+        r#"select order_id, version, from_status as "from_status: OrderStatus",
+                to_status as "to_status: OrderStatus", reason, actor_id,
+                actor_role as "actor_role: Role", at
+         from order_status_history
          where order_id in (select id from orders where user_id = $1 and updated_at >= $2)
            and at >= $2
-         order by at, order_id, version"
-    ))
-    .bind(user_id)
-    .bind(since)
+         order by at, order_id, version"#,
+        user_id,
+        since
+    )
     .fetch_all(db)
     .await
 }
@@ -309,12 +349,16 @@ pub async fn history_after(
     order_id: Uuid,
     after_version: i32,
 ) -> sqlx::Result<Vec<StatusChangeRow>> {
-    super::query_as(&format!(
-        "select {CHANGE_COLUMNS} from order_status_history
-         where order_id = $1 and version > $2 order by version"
-    ))
-    .bind(order_id)
-    .bind(after_version)
+    sqlx::query_as!(
+        StatusChangeRow,
+        r#"select order_id, version, from_status as "from_status: OrderStatus",
+                to_status as "to_status: OrderStatus", reason, actor_id,
+                actor_role as "actor_role: Role", at
+         from order_status_history
+         where order_id = $1 and version > $2 order by version"#,
+        order_id,
+        after_version
+    )
     .fetch_all(db)
     .await
 }
@@ -352,15 +396,7 @@ impl ChangeToWrite<'_> {
 /// at, the first move's), every ledger row, order, history entry and event. An item moved by
 /// several changes must appear in them in order, each with the version the one before left.
 /// Fails with [`sqlx::Error::RowNotFound`] when an order or an item is no longer as locked.
-pub async fn write_changes(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    changes: &[ChangeToWrite<'_>],
-) -> sqlx::Result<()> {
-    #[derive(sqlx::FromRow)]
-    struct Written {
-        orders_changed: i64,
-        items_moved: i64,
-    }
+pub async fn write_changes(tx: &mut Tx, changes: &[ChangeToWrite<'_>]) -> sqlx::Result<()> {
     // Per item: the version it was locked at, the summed delta, the number of moves, the time.
     let mut items: Vec<(&str, i32, i32, i32, DateTime<Utc>)> = Vec::new();
     let (mut ledger_skus, mut ledger_orders, mut ledger_deltas, mut ledger_reasons) =
@@ -386,8 +422,45 @@ pub async fn write_changes(
     let entries: Vec<&StatusChangeRow> = changes.iter().map(|change| change.entry).collect();
     let (event_ids, streams, keys, payloads, traceparents) =
         super::outbox::columns(changes.iter().flat_map(|change| change.events));
-    let written: Written = super::query_as(
-        "with moved as (
+    let item_skus: Vec<&str> = items.iter().map(|item| item.0).collect();
+    let item_versions: Vec<i32> = items.iter().map(|item| item.1).collect();
+    let item_deltas: Vec<i32> = items.iter().map(|item| item.2).collect();
+    let item_moves: Vec<i32> = items.iter().map(|item| item.3).collect();
+    let item_times: Vec<DateTime<Utc>> = items.iter().map(|item| item.4).collect();
+    let order_ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
+    let order_statuses: Vec<&str> = orders.iter().map(|order| order.status.as_str()).collect();
+    let order_versions: Vec<i32> = orders.iter().map(|order| order.version).collect();
+    let rejection_reasons: Vec<Option<&str>> = orders
+        .iter()
+        .map(|order| order.rejection_reason.as_deref())
+        .collect();
+    let stock_deducted: Vec<bool> = orders.iter().map(|order| order.stock_deducted).collect();
+    let order_times: Vec<DateTime<Utc>> = orders.iter().map(|order| order.updated_at).collect();
+    let entry_orders: Vec<Uuid> = entries.iter().map(|entry| entry.order_id).collect();
+    let entry_versions: Vec<i32> = entries.iter().map(|entry| entry.version).collect();
+    let entry_froms: Vec<Option<&str>> = entries
+        .iter()
+        .map(|entry| entry.from_status.map(OrderStatus::as_str))
+        .collect();
+    let entry_tos: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry.to_status.as_str())
+        .collect();
+    let entry_reasons: Vec<Option<&str>> = entries
+        .iter()
+        .map(|entry| entry.reason.as_deref())
+        .collect();
+    let entry_actors: Vec<Option<&str>> = entries
+        .iter()
+        .map(|entry| entry.actor_id.as_deref())
+        .collect();
+    let entry_roles: Vec<Option<&str>> = entries
+        .iter()
+        .map(|entry| entry.actor_role.map(Role::as_str))
+        .collect();
+    let entry_times: Vec<DateTime<Utc>> = entries.iter().map(|entry| entry.at).collect();
+    let written = sqlx::query!(
+        r#"with moved as (
              update inventory_items item
              set quantity = item.quantity + m.delta, version = item.version + m.moves,
                  updated_at = m.at
@@ -417,93 +490,38 @@ pub async fn write_changes(
              select * from unnest($24::uuid[], $25::text[], $26::text[], $27::jsonb[],
                                   $28::text[])
          )
-         select (select count(*) from changed) as orders_changed,
-                (select count(*) from moved) as items_moved",
+         select (select count(*) from changed) as "orders_changed!",
+                (select count(*) from moved) as "items_moved!""#,
+        &item_skus as _,
+        &item_versions,
+        &item_deltas,
+        &item_moves,
+        &item_times,
+        &ledger_skus as _,
+        &ledger_orders,
+        &ledger_deltas,
+        &ledger_reasons as _,
+        &order_ids,
+        &order_statuses as _,
+        &order_versions,
+        &rejection_reasons as _,
+        &stock_deducted,
+        &order_times,
+        &entry_orders,
+        &entry_versions,
+        &entry_froms as _,
+        &entry_tos as _,
+        &entry_reasons as _,
+        &entry_actors as _,
+        &entry_roles as _,
+        &entry_times,
+        &event_ids,
+        &streams as _,
+        &keys as _,
+        &payloads as _,
+        &traceparents as _,
     )
-    .bind(items.iter().map(|item| item.0).collect::<Vec<_>>())
-    .bind(items.iter().map(|item| item.1).collect::<Vec<_>>())
-    .bind(items.iter().map(|item| item.2).collect::<Vec<_>>())
-    .bind(items.iter().map(|item| item.3).collect::<Vec<_>>())
-    .bind(items.iter().map(|item| item.4).collect::<Vec<_>>())
-    .bind(ledger_skus)
-    .bind(ledger_orders)
-    .bind(ledger_deltas)
-    .bind(ledger_reasons)
-    .bind(orders.iter().map(|order| order.id).collect::<Vec<_>>())
-    .bind(
-        orders
-            .iter()
-            .map(|order| order.status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(orders.iter().map(|order| order.version).collect::<Vec<_>>())
-    .bind(
-        orders
-            .iter()
-            .map(|order| order.rejection_reason.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|order| order.stock_deducted)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|order| order.updated_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.order_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.version)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.from_status.map(OrderStatus::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.to_status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.reason.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.actor_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|entry| entry.actor_role.map(Role::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(entries.iter().map(|entry| entry.at).collect::<Vec<_>>())
-    .bind(event_ids)
-    .bind(streams)
-    .bind(keys)
-    .bind(payloads)
-    .bind(traceparents)
-    .fetch_one(&mut **tx)
+    .fetch_one(tx)
     .await?;
     if written.orders_changed == changes.len() as i64 && written.items_moved == items.len() as i64 {
         Ok(())
@@ -518,16 +536,7 @@ pub async fn write_changes(
 /// It takes the transaction that locked the order and the items: it fails with
 /// [`sqlx::Error::RowNotFound`] when the order or an item is no longer as locked, and the
 /// transaction, rolled back, undoes whatever part of the statement applied.
-pub async fn write_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    change: &ChangeToWrite<'_>,
-) -> sqlx::Result<OrderRow> {
-    #[derive(sqlx::FromRow)]
-    struct Written {
-        #[sqlx(flatten)]
-        order: OrderRow,
-        items_moved: i64,
-    }
+pub async fn write_change(tx: &mut Tx, change: &ChangeToWrite<'_>) -> sqlx::Result<OrderRow> {
     let order = change.order;
     let moves = change.stock_moves();
     let mut skus = Vec::with_capacity(moves.len());
@@ -540,8 +549,8 @@ pub async fn write_change(
     }
     let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(change.events);
     let entry = change.entry;
-    let written: Option<Written> = super::query_as(&format!(
-        "-- The stock, the order and its history entry share the change's time ($6).
+    let written = sqlx::query!(
+        r#"-- The stock, the order and its history entry share the change's time ($6).
          with moved as (
              update inventory_items item
              set quantity = item.quantity + m.delta, version = item.version + 1,
@@ -557,7 +566,7 @@ pub async fn write_change(
              set status = $2, version = $3, rejection_reason = $4, stock_deducted = $5,
                  updated_at = $6
              where id = $1 and version = $3 - 1
-             returning {ORDER_COLUMNS}
+             returning *
          ), history as (
              insert into order_status_history
                  (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
@@ -567,35 +576,50 @@ pub async fn write_change(
              select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[],
                                   $19::text[])
          )
-         select changed.*, (select count(*) from moved) as items_moved from changed"
-    ))
-    .bind(order.id)
-    .bind(order.status)
-    .bind(order.version)
-    .bind(&order.rejection_reason)
-    .bind(order.stock_deducted)
-    .bind(order.updated_at)
-    .bind(skus)
-    .bind(deltas)
-    .bind(item_versions)
-    .bind(
+         select id as "id!", user_id as "user_id!", status as "status!: OrderStatus",
+                rejection_reason, version as "version!", stock_deducted as "stock_deducted!",
+                idempotency_key, created_at as "created_at!", updated_at as "updated_at!",
+                total_amount, total_currency,
+                (select count(*) from moved) as "items_moved!"
+         from changed"#,
+        order.id,
+        order.status.as_str(),
+        order.version,
+        order.rejection_reason.as_deref(),
+        order.stock_deducted,
+        order.updated_at,
+        &skus as _,
+        &deltas,
+        &item_versions,
         change
             .stock
             .map(|stock| super::inventory::ledger_reason(stock.reason)),
+        entry.from_status.map(OrderStatus::as_str),
+        entry.reason.as_deref(),
+        entry.actor_id.as_deref(),
+        entry.actor_role.map(Role::as_str),
+        &event_ids,
+        &streams as _,
+        &keys as _,
+        &payloads as _,
+        &traceparents as _,
     )
-    .bind(entry.from_status)
-    .bind(&entry.reason)
-    .bind(&entry.actor_id)
-    .bind(entry.actor_role)
-    .bind(event_ids)
-    .bind(streams)
-    .bind(keys)
-    .bind(payloads)
-    .bind(traceparents)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx)
     .await?;
     match written {
-        Some(written) if written.items_moved == moves.len() as i64 => Ok(written.order),
+        Some(written) if written.items_moved == moves.len() as i64 => Ok(OrderRow {
+            id: written.id,
+            user_id: written.user_id,
+            status: written.status,
+            rejection_reason: written.rejection_reason,
+            version: written.version,
+            stock_deducted: written.stock_deducted,
+            idempotency_key: written.idempotency_key,
+            created_at: written.created_at,
+            updated_at: written.updated_at,
+            total_amount: written.total_amount,
+            total_currency: written.total_currency,
+        }),
         _ => Err(sqlx::Error::RowNotFound),
     }
 }

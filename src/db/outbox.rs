@@ -1,8 +1,9 @@
 //! Events waiting for Kafka. Rows are written in the transaction of the change they announce and
 //! deleted once the broker has acknowledged them.
 
+use super::Tx;
 use crate::domain::events::{Event, StockLevelChanged, Stream};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// The channel relays listen on, to wake at once when outbox rows were committed.
@@ -12,7 +13,7 @@ pub const NOTIFY_CHANNEL: &str = "oms_outbox";
 /// the order they were written even with several instances running.
 const RELAY_LOCK_KEY: i64 = 0x6f6d_735f_7265_6c61; // "oms_rela"
 
-#[derive(sqlx::FromRow, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
     pub stream: String,
@@ -88,15 +89,15 @@ pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sql
         return Ok(());
     }
     let (ids, streams, keys, payloads, traceparents) = columns(messages);
-    super::query(
+    sqlx::query!(
         "insert into outbox (event_id, stream, message_key, payload, traceparent)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])",
+        &ids,
+        &streams as _,
+        &keys as _,
+        &payloads as _,
+        &traceparents as _,
     )
-    .bind(ids)
-    .bind(streams)
-    .bind(keys)
-    .bind(payloads)
-    .bind(traceparents)
     .execute(db)
     .await?;
     Ok(())
@@ -105,46 +106,49 @@ pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sql
 /// Wakes the relays of every instance (a NOTIFY in a transaction of its own, which writes
 /// nothing and so holds the notification queue's lock only for a moment).
 pub async fn wake_relays(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    super::query("select pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
         .execute(db)
         .await?;
     Ok(())
 }
 
 /// Takes the relay lock for the caller's transaction; false when another relay holds it.
-pub async fn try_lock_relay(conn: &mut PgConnection) -> sqlx::Result<bool> {
-    super::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK_KEY)
-        .fetch_one(conn)
-        .await
-}
-
-/// The oldest `limit` rows, in the order they were written.
-pub async fn oldest(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
-    super::query_as(
-        "select id, stream, message_key, payload::text as payload, traceparent
-         from outbox order by id limit $1",
+pub async fn try_lock_relay(tx: &mut Tx) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock($1) as "locked!""#,
+        RELAY_LOCK_KEY
     )
-    .bind(limit)
-    .fetch_all(conn)
+    .fetch_one(tx)
     .await
 }
 
-pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    super::query("delete from outbox where id = any($1)")
-        .bind(ids)
-        .execute(conn)
+/// The oldest `limit` rows, in the order they were written.
+pub async fn oldest(tx: &mut Tx, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    sqlx::query_as!(
+        OutboxRow,
+        r#"select id, stream, message_key, payload::text as "payload!", traceparent
+         from outbox order by id limit $1"#,
+        limit
+    )
+    .fetch_all(tx)
+    .await
+}
+
+pub async fn delete(tx: &mut Tx, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query!("delete from outbox where id = any($1)", ids)
+        .execute(tx)
         .await?;
     Ok(())
 }
 
 /// How many events wait, and the age in seconds of the oldest.
 pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, f64)> {
-    super::query_as(
-        "select count(*), coalesce(extract(epoch from now() - min(created_at))::float8, 0)
-         from outbox",
+    let backlog = sqlx::query!(
+        r#"select count(*) as "waiting!",
+                  coalesce(extract(epoch from now() - min(created_at))::float8, 0) as "oldest_age!"
+           from outbox"#
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((backlog.waiting, backlog.oldest_age))
 }

@@ -7,6 +7,7 @@ use crate::db::inventory::{InventoryItemRow, LineStock, MovedItem};
 use crate::db::orders::{ChangeToWrite, OrderForEvent, OrderRow, StatusChangeRow};
 use crate::db::outbox::OutboxMessage;
 use crate::db::Db;
+use crate::db::Tx;
 use crate::domain::events::{
     Actor, Event, EventBody, StatusChangeRefused, StatusChangeRequested, StockChangeReason,
 };
@@ -14,7 +15,6 @@ use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::outbox::OutboxWaker;
 use chrono::{SubsecRound, Utc};
-use sqlx::{PgConnection, Postgres, Transaction};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -166,7 +166,7 @@ pub async fn apply_inventory_checks(
 
 /// The lines of `order_ids` by order, each with its item, and the items by SKU, locked.
 async fn lock_stock_of(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     order_ids: &[Uuid],
 ) -> sqlx::Result<(
     HashMap<Uuid, Vec<LineStock>>,
@@ -208,10 +208,7 @@ fn prepare_in_batch(
 }
 
 /// Writes every prepared change of a batch in one statement.
-async fn write_prepared(
-    tx: &mut Transaction<'_, Postgres>,
-    prepared: &[PreparedWithMoves],
-) -> sqlx::Result<()> {
+async fn write_prepared(tx: &mut Tx, prepared: &[PreparedWithMoves]) -> sqlx::Result<()> {
     if prepared.is_empty() {
         return Ok(());
     }
@@ -400,7 +397,7 @@ pub async fn apply_requested_changes(
         }
     }
     write_prepared(&mut tx, &prepared_changes).await?;
-    db::outbox::enqueue(&mut *tx, &refusals).await?;
+    db::outbox::enqueue(&mut tx, &refusals).await?;
     tx.commit().await?;
     let outcomes = settle_outcomes(outcomes, prepared_changes, "status request applied");
     if outcomes
@@ -456,7 +453,7 @@ pub async fn refuse_set_aside_request(
     request: &StatusChangeRequested,
 ) -> Result<(), ApplyError> {
     let mut tx = pool.begin().await?;
-    if let Some(order) = db::orders::find(&mut *tx, order_id).await? {
+    if let Some(order) = db::orders::find(&mut tx, order_id).await? {
         refuse(&mut tx, &order, request, SET_ASIDE_REFUSAL).await?;
     }
     tx.commit().await?;
@@ -561,7 +558,7 @@ impl PreparedChange {
 /// Moves a locked order to `change.to`, bumps its version, moves its stock, and announces it
 /// all, in one statement.
 async fn change_status(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     order: &OrderRow,
     change: Change<'_>,
 ) -> sqlx::Result<OrderRow> {
@@ -574,12 +571,12 @@ async fn change_status(
 }
 
 async fn refuse(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     order: &OrderRow,
     request: &StatusChangeRequested,
     message: &str,
 ) -> sqlx::Result<()> {
-    db::outbox::enqueue(conn, &[refusal_of(order, request, message)]).await
+    db::outbox::enqueue(tx, &[refusal_of(order, request, message)]).await
 }
 
 /// The `StatusChangeRefused` announcing that `request` was refused for `message`.

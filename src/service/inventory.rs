@@ -59,7 +59,7 @@ pub async fn upsert_item(
         StockChangeReason::StockSet,
         None,
     );
-    db::outbox::enqueue(&mut *tx, &[(&changed).into()]).await?;
+    db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
     tx.commit().await?;
     outbox.wake();
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
@@ -93,7 +93,7 @@ pub async fn retire_item(
         let low = item.is_low_stock();
         let changed =
             super::stock_level_changed(&item, 0, low, StockChangeReason::ItemRetired, None);
-        db::outbox::enqueue(&mut *tx, &[(&changed).into()]).await?;
+        db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
     }
     tx.commit().await?;
     if newly_retired {
