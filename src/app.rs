@@ -10,6 +10,7 @@ use crate::kafka::consume::ConsumerLoop;
 use crate::live::{LiveFeeds, LiveReader};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxWaker, Relay};
+use crate::service::placer::Placer;
 use crate::{auth, db, kafka, seed};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -247,6 +248,11 @@ fn api_router(
     let requests = Arc::new(RequestRateLimiter::new(&args.limits));
     let schema = graphql::schema(
         shared.pool.clone(),
+        Placer::start(
+            shared.pool.clone(),
+            args.place_batch_max,
+            shared.metrics.clone(),
+        ),
         shared.outbox.clone(),
         feeds,
         shared.metrics.clone(),

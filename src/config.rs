@@ -593,6 +593,11 @@ pub struct ServeArgs {
     /// with a SUBSCRIPTION_LAGGED error.
     #[arg(long, env = "OMS_LIVE_BUFFER", default_value_t = 4096)]
     pub live_buffer: usize,
+    /// Most orders placed in one statement. Orders arriving while earlier ones are being
+    /// written are placed together, one round trip and one commit for all; an order that finds
+    /// the database free is placed alone at once. 1: each order in a statement of its own.
+    #[arg(long, env = "OMS_PLACE_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub place_batch_max: u16,
     /// Outbox rows published per relay round trip.
     #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,

@@ -36,6 +36,10 @@ pub struct MetricSet {
     pub status_changes: IntCounterVec,
     pub consumer_processing_seconds: HistogramVec,
     pub consumer_batch_events: HistogramVec,
+    /// Orders placed by one statement (see `service::placer`).
+    pub place_batch_orders: Histogram,
+    /// Orders waiting for a statement to place them.
+    pub placements_waiting: IntGauge,
     pub orders_pending_oldest_seconds: prometheus::Gauge,
     pub inbox_pruned: prometheus::IntCounter,
     pub events_redelivered: IntCounterVec,
@@ -167,6 +171,19 @@ impl MetricSet {
                 &["topic"],
             )
             .unwrap(),
+            place_batch_orders: Histogram::with_opts(
+                HistogramOpts::new(
+                    "place_batch_orders",
+                    "Orders placed together by one statement (1: placed alone)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            )
+            .unwrap(),
+            placements_waiting: IntGauge::new(
+                "placements_waiting",
+                "Orders waiting for a free statement to place them",
+            )
+            .unwrap(),
             graphql_request_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "graphql_request_seconds",
@@ -181,13 +198,15 @@ impl MetricSet {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(metrics.consumer_fetching_paused.clone()),
             Box::new(metrics.consumer_rebalances.clone()),
             Box::new(metrics.events_redelivered.clone()),
             Box::new(metrics.inbox_pruned.clone()),
             Box::new(metrics.orders_pending_oldest_seconds.clone()),
             Box::new(metrics.consumer_batch_events.clone()),
+            Box::new(metrics.place_batch_orders.clone()),
+            Box::new(metrics.placements_waiting.clone()),
             Box::new(metrics.orders_placed.clone()),
             Box::new(metrics.status_changes.clone()),
             Box::new(metrics.consumer_processing_seconds.clone()),

@@ -69,59 +69,114 @@ pub const TOTAL_RANGE_CONSTRAINT: &str = "orders_total_in_range";
 /// Raised (as a check violation) when an order line names a retired item (migration 0006).
 pub const LINE_RETIRED_CONSTRAINT: &str = "order_lines_sku_retired";
 
-/// Places an order in one statement (so one round trip, atomic without a transaction): `order`
-/// as it is placed, its lines numbered from 1, its first history entry `placed`, and its
-/// `events` in the outbox. Fails on [`IDEMPOTENCY_CONSTRAINT`] when the key
-/// was used, and on [`LINE_SKU_CONSTRAINT`] when a SKU does not exist.
+/// An order to place: as it is stored PENDING, its lines (SKU, quantity) in the order given,
+/// its first history entry, and its events.
+pub struct Placement {
+    pub order: OrderRow,
+    pub lines: Vec<(String, i32)>,
+    pub placed: StatusChangeRow,
+    pub events: Vec<OutboxMessage>,
+}
+
+/// Places orders in one statement (so one round trip, atomic without a transaction): each
+/// order as it is placed, its lines numbered from 1 and priced, its first history entry, its
+/// events in the outbox, and its customer if new. Returns the orders as stored, in no
+/// particular order. Fails, placing none, on [`IDEMPOTENCY_CONSTRAINT`] when a key was used,
+/// on [`LINE_SKU_CONSTRAINT`] when a SKU does not exist, on [`LINE_RETIRED_CONSTRAINT`],
+/// [`TOTAL_CURRENCY_CONSTRAINT`] or [`TOTAL_RANGE_CONSTRAINT`].
 pub async fn insert_placed(
     db: impl PgExecutor<'_>,
-    order: &OrderRow,
-    lines: &[(String, i32)],
-    placed: &StatusChangeRow,
-    events: &[OutboxMessage],
-) -> sqlx::Result<OrderRow> {
-    let (skus, quantities): (Vec<&str>, Vec<i32>) =
-        lines.iter().map(|(sku, qty)| (sku.as_str(), *qty)).unzip();
-    let (event_ids, streams, keys, payloads, traceparents) = super::outbox::columns(events);
+    placements: &[&Placement],
+) -> sqlx::Result<Vec<OrderRow>> {
+    let orders = placements.len();
+    let (mut ids, mut user_ids, mut keys, mut times) = (
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+    );
+    let (mut versions, mut froms, mut tos, mut reasons, mut actors, mut roles) = (
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+        Vec::with_capacity(orders),
+    );
+    let (mut line_orders, mut line_nos, mut line_skus, mut line_quantities) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for placement in placements {
+        let (order, entry) = (&placement.order, &placement.placed);
+        ids.push(order.id);
+        user_ids.push(order.user_id.as_str());
+        keys.push(order.idempotency_key.as_deref());
+        times.push(order.created_at);
+        versions.push(entry.version);
+        froms.push(entry.from_status.map(OrderStatus::as_str));
+        tos.push(entry.to_status.as_str());
+        reasons.push(entry.reason.as_deref());
+        actors.push(entry.actor_id.as_deref());
+        roles.push(entry.actor_role.map(Role::as_str));
+        for (line_no, (sku, quantity)) in (1..).zip(&placement.lines) {
+            line_orders.push(order.id);
+            line_nos.push(line_no);
+            line_skus.push(sku.as_str());
+            line_quantities.push(*quantity);
+        }
+    }
+    let (event_ids, streams, message_keys, payloads, traceparents) =
+        super::outbox::columns(placements.iter().flat_map(|placement| &placement.events));
     sqlx::query_as!(
         OrderRow,
-        r#"-- The order and its first history entry share status ($9), version ($7) and time ($4).
-         -- Each line keeps its item's price now; the order its total, in the one currency of
+        r#"-- Each order and its first history entry share status, version and time.
+         -- Each line keeps its item's price now; each order its total, in the one currency of
          -- its lines ('MIXED' otherwise, which a check refuses).
-         with priced as (
-             select line.no::int as line_no, line.sku, line.quantity, item.price_amount,
+         with incoming as (
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                                  $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                  $10::text[])
+                 as p(id, user_id, idempotency_key, at, version, from_status, to_status, reason,
+                      actor_id, actor_role)
+         ), priced as (
+             select line.order_id, line.line_no, line.sku, line.quantity, item.price_amount,
                     item.price_currency
-             from unnest($5::text[], $6::int[]) with ordinality as line(sku, quantity, no)
+             from unnest($11::uuid[], $12::int[], $13::text[], $14::int[])
+                 as line(order_id, line_no, sku, quantity)
              -- One index lookup per line, whatever the plan would make of a join.
              left join lateral (select price_amount, price_currency from inventory_items
                                 where inventory_items.sku = line.sku) item on true
          ), total as (
-             select case when bool_and(price_amount is not null)
+             select order_id,
+                    case when bool_and(price_amount is not null)
                          then sum(quantity * price_amount) end as amount,
                     case when count(distinct price_currency) > 1 then 'MIXED'
                          when bool_and(price_amount is not null) then min(price_currency)
                     end as currency
-             from priced
+             from priced group by order_id
          ), placed as (
              insert into orders (id, user_id, status, version, idempotency_key, created_at,
                                  updated_at, total_amount, total_currency)
-             select $1, $2, $9, $7, $3, $4, $4, total.amount, total.currency from total
+             select p.id, p.user_id, p.to_status, p.version, p.idempotency_key, p.at, p.at,
+                    total.amount, total.currency
+             from incoming p join total on total.order_id = p.id
              returning *
          ), lines as (
              insert into order_lines (order_id, line_no, sku, quantity, unit_price_amount,
                                       unit_price_currency)
-             select $1, line_no, sku, quantity, price_amount, price_currency from priced
+             select order_id, line_no, sku, quantity, price_amount, price_currency from priced
          ), history as (
              insert into order_status_history
                  (order_id, version, from_status, to_status, reason, actor_id, actor_role, at)
-             values ($1, $7, $8, $9, $10, $11, $12, $4)
+             select id, version, from_status, to_status, reason, actor_id, actor_role, at
+             from incoming
          ), events as (
              insert into outbox (event_id, stream, message_key, payload, traceparent)
-             select * from unnest($13::uuid[], $14::text[], $15::text[], $16::jsonb[],
-                                  $17::text[])
-         ), customer as (
+             select * from unnest($15::uuid[], $16::text[], $17::text[], $18::jsonb[],
+                                  $19::text[])
+         ), customers as (
              -- Whoever places an order is a customer oms knows, profile or not.
-             insert into customers (id, created_at, updated_at) values ($2, $4, $4)
+             insert into customers (id, created_at, updated_at)
+             select distinct on (user_id) user_id, at, at from incoming order by user_id, at
              on conflict (id) do nothing
          )
          select id as "id!", user_id as "user_id!", status as "status!: OrderStatus",
@@ -129,25 +184,27 @@ pub async fn insert_placed(
                 idempotency_key, created_at as "created_at!", updated_at as "updated_at!",
                 total_amount, total_currency
          from placed"#,
-        order.id,
-        order.user_id,
-        order.idempotency_key.as_deref(),
-        order.created_at,
-        &skus as _,
-        &quantities,
-        placed.version,
-        placed.from_status.map(OrderStatus::as_str),
-        placed.to_status.as_str(),
-        placed.reason.as_deref(),
-        placed.actor_id.as_deref(),
-        placed.actor_role.map(Role::as_str),
+        &ids,
+        &user_ids as _,
+        &keys as _,
+        &times,
+        &versions,
+        &froms as _,
+        &tos as _,
+        &reasons as _,
+        &actors as _,
+        &roles as _,
+        &line_orders,
+        &line_nos,
+        &line_skus as _,
+        &line_quantities,
         &event_ids,
         &streams as _,
-        &keys as _,
+        &message_keys as _,
         &payloads as _,
         &traceparents as _,
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 

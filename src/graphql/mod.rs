@@ -26,6 +26,7 @@ use crate::error::AppError;
 use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
+use crate::service::placer::Placer;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use loaders::{CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
@@ -47,6 +48,7 @@ fn builder(
 /// The schema with everything resolvers need.
 pub fn schema(
     pool: Db,
+    placer: Placer,
     outbox: OutboxWaker,
     feeds: LiveFeeds,
     metrics: Metrics,
@@ -75,6 +77,7 @@ pub fn schema(
         .data(DataLoader::new(CustomerById(pool.clone()), tokio::spawn))
         .data(crate::service::customers::ClaimsTaken::default())
         .data(pool)
+        .data(placer)
         .data(outbox)
         .data(feeds.status)
         .data(feeds.stock)

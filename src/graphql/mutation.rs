@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service;
 use crate::service::customers::ClaimsTaken;
+use crate::service::placer::Placer;
 use crate::service::Outcome;
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 
@@ -122,6 +123,7 @@ impl MutationRoot {
             .collect();
         let result = service::placing::place_order(
             ctx.data_unchecked::<Db>(),
+            ctx.data_unchecked::<Placer>(),
             ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             lines,

@@ -13,6 +13,7 @@ pub mod applying;
 pub mod audit;
 pub mod customers;
 pub mod inventory;
+pub mod placer;
 pub mod placing;
 pub mod status_requests;
 

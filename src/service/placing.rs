@@ -1,11 +1,12 @@
 //! Placing an order: validated, stored PENDING with its lines and first history entry, and
-//! announced to the inventory check and to subscribers, all in one statement (one round trip).
+//! announced to the inventory check and to subscribers, all in one statement (one round trip),
+//! which it may share with other orders placed at the same moment ([`Placer`]).
 
+use super::placer::Placer;
 use super::Outcome;
 use crate::auth::Viewer;
 use crate::db;
-use crate::db::orders::OrderRow;
-use crate::db::outbox::OutboxMessage;
+use crate::db::orders::{OrderRow, Placement};
 use crate::db::Db;
 use crate::domain::events::{Actor, Event, EventBody, EventLine, OrderPlaced};
 use crate::domain::order::{check_idempotency_key, validate_lines, RequestedLine};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 #[tracing::instrument(name = "place order", skip_all, fields(user_id = %viewer.user_id))]
 pub async fn place_order(
     pool: &Db,
+    placer: &Placer,
     outbox: &OutboxWaker,
     viewer: &Viewer,
     lines: Vec<RequestedLine>,
@@ -72,50 +74,52 @@ pub async fn place_order(
         role: viewer.role,
     };
     let (first_entry, changed) = super::status_change(&pending, None, None, Some(actor));
-    let events: [OutboxMessage; 2] = [(&placed).into(), (&changed).into()];
-    let line_pairs: Vec<(String, i32)> =
-        lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-    let order =
-        match db::orders::insert_placed(pool, &pending, &line_pairs, &first_entry, &events).await {
-            Ok(order) => order,
-            // The same key placed concurrently: the other request won; answer with its order.
-            Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
-                let key = idempotency_key.as_deref().unwrap_or_default();
-                let existing = db::orders::find_by_idempotency_key(pool, &viewer.user_id, key)
-                    .await?
-                    .ok_or_else(|| AppError::Internal(e.into()))?;
-                return replay(pool, existing, &lines).await;
+    let placement = Placement {
+        order: pending,
+        lines: lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
+        placed: first_entry,
+        events: vec![(&placed).into(), (&changed).into()],
+    };
+    let order = match placer.place(placement).await {
+        Ok(order) => order,
+        // The same key placed concurrently: the other request won; answer with its order.
+        Err(e) if db::is_unique_violation(&e, db::orders::IDEMPOTENCY_CONSTRAINT) => {
+            let key = idempotency_key.as_deref().unwrap_or_default();
+            let existing = db::orders::find_by_idempotency_key(pool, &viewer.user_id, key)
+                .await?
+                .ok_or_else(|| AppError::Internal(e.into()))?;
+            return replay(pool, existing, &lines).await;
+        }
+        Err(e) if db::is_check_violation(&e, db::orders::TOTAL_CURRENCY_CONSTRAINT) => {
+            return Ok(Outcome::Refused(vec![UserError::new(
+                ["items"],
+                UserErrorCode::CurrencyMismatch,
+                "the items are priced in more than one currency; one order takes one currency",
+            )]));
+        }
+        Err(e) if db::is_check_violation(&e, db::orders::TOTAL_RANGE_CONSTRAINT) => {
+            return Ok(Outcome::Refused(vec![UserError::new(
+                ["items"],
+                UserErrorCode::TotalTooLarge,
+                "the order's total is more than 2147483647 minor units; split the order",
+            )]));
+        }
+        Err(e) if db::is_check_violation(&e, db::orders::LINE_RETIRED_CONSTRAINT) => {
+            let retired = retired_skus(pool, &lines).await?;
+            if retired.is_empty() {
+                return Err(AppError::Internal(e.into()));
             }
-            Err(e) if db::is_check_violation(&e, db::orders::TOTAL_CURRENCY_CONSTRAINT) => {
-                return Ok(Outcome::Refused(vec![UserError::new(
-                    ["items"],
-                    UserErrorCode::CurrencyMismatch,
-                    "the items are priced in more than one currency; one order takes one currency",
-                )]));
+            return Ok(Outcome::Refused(retired));
+        }
+        Err(e) if db::is_foreign_key_violation(&e, db::orders::LINE_SKU_CONSTRAINT) => {
+            let unknown = unknown_skus(pool, &lines).await?;
+            if unknown.is_empty() {
+                return Err(AppError::Internal(e.into()));
             }
-            Err(e) if db::is_check_violation(&e, db::orders::TOTAL_RANGE_CONSTRAINT) => {
-                return Ok(Outcome::Refused(vec![UserError::new(
-                    ["items"],
-                    UserErrorCode::TotalTooLarge,
-                    "the order's total is more than 2147483647 minor units; split the order",
-                )]));
-            }
-            Err(e) if db::is_check_violation(&e, db::orders::LINE_RETIRED_CONSTRAINT) => {
-                let retired = retired_skus(pool, &lines).await?;
-                if retired.is_empty() {
-                    return Err(AppError::Internal(e.into()));
-                }
-                return Ok(Outcome::Refused(retired));
-            }
-            Err(e) if db::is_foreign_key_violation(&e, db::orders::LINE_SKU_CONSTRAINT) => {
-                let unknown = unknown_skus(pool, &lines).await?;
-                if unknown.is_empty() {
-                    return Err(AppError::Internal(e.into()));
-                }
-                return Ok(Outcome::Refused(unknown));
-            }
-            Err(e) => return Err(e.into()),
-        };
+            return Ok(Outcome::Refused(unknown));
+        }
+        Err(e) => return Err(e.into()),
+    };
     outbox.wake();
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = lines.len(), "order placed");
     Ok(Outcome::Done(order))

@@ -14,6 +14,7 @@ use oms::live::LiveFeeds;
 use oms::metrics::Metrics;
 use oms::outbox::OutboxWaker;
 use oms::service::inventory::{upsert_item, ItemInput};
+use oms::service::placer::Placer;
 use oms::service::placing::place_order;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -75,8 +76,10 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
     // Two live events kept per subscriber: the third unread one makes it fall behind.
     let feeds = LiveFeeds::new(2);
     let limits = serve_args(&deployment, &[]).limits;
+    let placer = Placer::start(pool.clone(), 1, oms::metrics::Metrics::new());
     let schema = oms::graphql::schema(
         pool.clone(),
+        placer.clone(),
         outbox.clone(),
         feeds.clone(),
         Metrics::new(),
@@ -100,11 +103,18 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
             sku: "LAMP".into(),
             quantity: 1,
         };
-        let order = place_order(&pool, &outbox, &customer("alice"), vec![line], None)
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let order = place_order(
+            &pool,
+            &placer,
+            &outbox,
+            &customer("alice"),
+            vec![line],
+            None,
+        )
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
         feeds.status.publish(pending(order.id, "alice"));
         placed.push(order.id.to_string());
     }

@@ -31,6 +31,7 @@ mod nodes;
 mod order_flow;
 mod order_listing;
 mod persisted_queries;
+mod placing_batches;
 mod playground;
 mod pooler;
 mod prices;

@@ -13,6 +13,7 @@ use oms::outbox::OutboxWaker;
 use oms::service::applying::{
     apply_inventory_check, apply_inventory_checks, apply_requested_change, Applied,
 };
+use oms::service::placer::Placer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -177,6 +178,7 @@ async fn run_client(
                 }
                 let order = oms::service::placing::place_order(
                     pool,
+                    &Placer::start(pool.clone(), 1, oms::metrics::Metrics::new()),
                     &OutboxWaker::default(),
                     &viewer,
                     requested,

@@ -14,6 +14,7 @@ use oms::domain::status::OrderStatus;
 use oms::outbox::OutboxWaker;
 use oms::service::applying::apply_inventory_check;
 use oms::service::inventory::{upsert_item, ItemInput};
+use oms::service::placer::Placer;
 use oms::service::placing::place_order;
 use uuid::Uuid;
 
@@ -64,11 +65,19 @@ async fn place_pending_order(pool: &Db, sku: &str) -> OrderRow {
         sku: sku.into(),
         quantity: 2,
     };
-    place_order(pool, &OutboxWaker::default(), &alice, vec![line], None)
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap()
+    let placer = Placer::start(pool.clone(), 1, oms::metrics::Metrics::new());
+    place_order(
+        pool,
+        &placer,
+        &OutboxWaker::default(),
+        &alice,
+        vec![line],
+        None,
+    )
+    .await
+    .unwrap()
+    .into_result()
+    .unwrap()
 }
 
 /// Tries to move `order` (as it was read) to `to`, moving the stock of `stock_moves` (items as
