@@ -3,9 +3,11 @@
 //! each viewer must get; the tests run it over HTTP and over WebSocket, and scan every error
 //! message it produces for internals and for another user's data.
 
-use crate::helpers::{group_caught_up, Protocol, Subscription, TestApp, EVENT_TIMEOUT, SECRET};
+use crate::helpers::{
+    wait_for_live_subscriptions, wait_until_caught_up, wait_until_outbox_empty, Protocol,
+    Subscription, TestApp, SECRET,
+};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 /// Who asks. The order the matrix is mostly about, [`World::a`], belongs to alice.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -80,6 +82,14 @@ impl Row {
     fn with_changes_after_subscribing(mut self) -> Row {
         self.changes_after_subscribing = true;
         self
+    }
+
+    /// How many viewers a subscription row answers with data: each holds one live subscription.
+    fn live_subscriptions(&self) -> i64 {
+        self.expected
+            .iter()
+            .filter(|expected| matches!(expected, Expect::Data(_)))
+            .count() as i64
     }
 
     fn is_subscription(&self) -> bool {
@@ -666,30 +676,12 @@ async fn over_websocket(socket: &mut Subscription, row: &Row) -> Value {
     }
 }
 
-/// Waits until the outbox is empty and the orders consumer has committed its whole topic: every
-/// status request that was queued has been applied (or refused).
+/// Waits until the outbox is empty and then the orders consumer has committed its whole topic:
+/// every status request that was queued has been published, then applied (or refused).
 async fn wait_until_every_status_request_is_applied(app: &TestApp) {
     let suffix = &app.deployment.suffix;
-    let (group, topic) = (format!("oms-{suffix}-orders"), format!("orders-{suffix}"));
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let waiting: i64 = sqlx::query_scalar("select count(*) from outbox")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        let (g, t) = (group.clone(), topic.clone());
-        let position = tokio::task::spawn_blocking(move || group_caught_up(&g, &t))
-            .await
-            .unwrap();
-        if waiting == 0 && position.is_ok() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} events still in the outbox; orders consumer: {position:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_outbox_empty(app).await;
+    wait_until_caught_up(&format!("oms-{suffix}-orders"), &format!("orders-{suffix}")).await;
 }
 
 #[tokio::test]
@@ -770,8 +762,9 @@ async fn every_subscription_answers_each_viewer_as_the_matrix_says() {
             subscriptions.push(subscription);
         }
         if row.changes_after_subscribing {
-            // Time for the subscriptions to register with the live feed.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Every subscription the row answers with data is registered with the live feed (and
+            // the rows before have let go of theirs), so no change can pass one by.
+            wait_for_live_subscriptions(app.addr, row.live_subscriptions()).await;
             world.move_a2_then_b(&app).await;
         }
         for (viewer, subscription) in VIEWERS.into_iter().zip(&mut subscriptions) {

@@ -3,7 +3,8 @@
 //! once a broker appears; without the database it exits at once with a one-line error.
 
 use crate::helpers::{
-    free_port, serve_flags, spawn_logged_oms_process, DedicatedBroker, Deployment, TestApp,
+    eventually, free_port, serve_flags, spawn_logged_oms_process, DedicatedBroker, Deployment,
+    TestApp,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,14 +60,13 @@ async fn started_without_a_broker_it_serves_takes_orders_and_confirms_them_once_
     });
 
     // It serves meanwhile, and says what is missing.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "/healthz never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .map(drop)
+            .map_err(|error| format!("/healthz never answered: {error}"))
+    })
+    .await;
     let app = TestApp::attach(addr, deployment).await;
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 503);

@@ -3,17 +3,13 @@
 use crate::helpers::{eventually, Deployment, TestApp};
 use futures_util::future::join_all;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Waits until no order is PENDING and the outbox is empty and stays so briefly.
+/// Waits until no order is PENDING and the outbox is empty, both in one snapshot: every order
+/// placed so far is decided and every event so far published (an order and its event are stored
+/// together). What consumers apply after that (cancellations) is waited on by its own count.
 async fn settled(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut quiet_rounds = 0;
-    while quiet_rounds < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the system did not settle in time"
-        );
+    eventually(Duration::from_secs(300), || async {
         let (pending, outbox): (i64, i64) = sqlx::query_as(
             "select (select count(*) from orders where status = 'PENDING'),
                     (select count(*) from outbox)",
@@ -21,13 +17,16 @@ async fn settled(app: &TestApp) {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-        quiet_rounds = if pending == 0 && outbox == 0 {
-            quiet_rounds + 1
+        if pending == 0 && outbox == 0 {
+            Ok(())
         } else {
-            0
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Err(format!(
+                "the system did not settle in time: {pending} orders PENDING, \
+                 {outbox} events in the outbox"
+            ))
+        }
+    })
+    .await
 }
 
 async fn deadlocks(app: &TestApp) -> i64 {

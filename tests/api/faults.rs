@@ -3,8 +3,8 @@
 
 use crate::helpers::eventually;
 use crate::helpers::{
-    free_port, group_caught_up, signal, spawn_oms_process, wait_until_ready, DedicatedBroker,
-    Deployment, Protocol, Subscription, TestApp,
+    free_port, group_caught_up, signal, spawn_oms_process, wait_for_live_subscriptions,
+    wait_until_ready, DedicatedBroker, Deployment, Protocol, Subscription, TestApp,
 };
 use crate::proxy::{address_of, TcpProxy};
 use serde_json::json;
@@ -39,6 +39,8 @@ async fn orders_placed_while_the_broker_is_down_are_accepted_and_confirmed_once_
         started.elapsed() < Duration::from_secs(3),
         "the API does not wait for Kafka"
     );
+    // A period, not a wait: the relay's sends time out (1.5 s) and are retried meanwhile, and
+    // nothing may leave the outbox while the broker is down.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let waiting: i64 = sqlx::query_scalar("select count(*) from outbox")
         .fetch_one(&app.pool)
@@ -82,7 +84,7 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_promptly() {
     subscription
         .start("subscription { orderStatusChanged { orderId } }", json!({}))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_live_subscriptions(addr, 1).await;
 
     let asked = Instant::now();
     signal(process.id().unwrap(), "TERM");
@@ -124,10 +126,12 @@ async fn a_postgres_restart_under_load_gives_clear_errors_meanwhile_and_loses_no
                 Some(id) => placed.push(id.to_owned()),
                 None => unavailable.push(body),
             }
+            // Pacing, not a wait: one order every 50 ms or so, before, during and after the outage.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         (placed, unavailable)
     };
+    // Periods, not waits: 3 s of load before the database goes, 4 s of load while it is down.
     let outage = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         postgres.down();
@@ -153,22 +157,18 @@ async fn a_postgres_restart_under_load_gives_clear_errors_meanwhile_and_loses_no
     );
 
     // Consumers and the relay resumed by themselves: every accepted order is decided.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let undecided: i64 =
+    eventually(Duration::from_secs(60), || async {
+        let undecided: Result<i64, _> =
             sqlx::query_scalar("select count(*) from orders where status = 'PENDING'")
                 .fetch_one(&app.pool)
-                .await
-                .unwrap_or(i64::MAX);
-        if undecided == 0 {
-            break;
+                .await;
+        match undecided {
+            Ok(0) => Ok(()),
+            Ok(undecided) => Err(format!("{undecided} orders still PENDING")),
+            Err(error) => Err(format!("the PENDING orders cannot be counted: {error}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{undecided} orders still PENDING"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let stored: i64 = sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&app.pool)
         .await
@@ -221,22 +221,20 @@ async fn a_consumer_killed_after_its_database_commit_but_before_its_offset_commi
     .await;
     let last = api.place_order_id(&alice, &[("BELL", 2)]).await;
     // The group first waits out the dead member's session, then rebalances.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    eventually(Duration::from_secs(90), || async {
         let status: String = sqlx::query_scalar("select status from orders where id = $1::uuid")
             .bind(&last)
             .fetch_one(&api.pool)
             .await
             .unwrap();
-        if status == "CONFIRMED" {
-            break;
+        match status.as_str() {
+            "CONFIRMED" => Ok(()),
+            _ => Err(format!(
+                "the new consumer never took over: the last order is {status}"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the new consumer never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     assert_eq!(
         api.stock_of("BELL").await,
@@ -330,6 +328,7 @@ async fn a_database_stall_longer_than_the_poll_interval_keeps_the_group_stable_a
     crate::helpers::wait_until_outbox_empty(&api).await;
     // Both slots are stuck on the lock; from then on the stall outlasts the poll interval (6 s).
     wait_for_inbox_waiters(&api, 2).await;
+    // A period, not a wait: the stall itself, held past the poll interval.
     tokio::time::sleep(Duration::from_secs(8)).await;
     stall.rollback().await.unwrap();
 
@@ -436,6 +435,7 @@ async fn a_database_cut_for_a_minute_costs_a_minute_keeps_the_groups_and_loses_n
             "{message}"
         );
         answers += 1;
+        // Pacing, not a wait: a request every half second for as long as the cut lasts.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(answers >= 10, "{answers} requests during the cut");
@@ -514,6 +514,7 @@ async fn a_broker_cut_for_a_minute_keeps_orders_coming_and_confirms_each_once_af
             asked.elapsed()
         );
         placed.push(payload["order"]["id"].as_str().unwrap().to_owned());
+        // Pacing, not a wait: an order every two seconds for as long as the cut lasts.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let not_ready = wait_for_readiness(ops, 503).await;

@@ -213,37 +213,31 @@ async fn readiness_and_metrics_answer_at_once_while_the_database_does_not() {
         .await
         .unwrap();
     let within = std::time::Duration::from_secs(1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let response = tokio::time::timeout(within, app.get("/readyz"))
-            .await
-            .expect("/readyz answers within a second while the database does not");
-        if response.status() == 503 {
-            let body: serde_json::Value = response.json().await.unwrap();
-            assert_eq!(
-                body["problems"],
-                serde_json::json!(["database not answering"]),
-                "{body}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reported the database"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let body: serde_json::Value =
+        crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+            let response = tokio::time::timeout(within, app.get("/readyz"))
+                .await
+                .expect("/readyz answers within a second while the database does not");
+            match response.status().as_u16() {
+                503 => Ok(response.json().await.unwrap()),
+                status => Err(format!(
+                    "never reported the database: /readyz answered {status}"
+                )),
+            }
+        })
+        .await;
+    assert_eq!(
+        body["problems"],
+        serde_json::json!(["database not answering"]),
+        "{body}"
+    );
     let metrics = tokio::time::timeout(within, app.get("/metrics"))
         .await
         .expect("/metrics answers within a second while the database does not");
     assert_eq!(metrics.status(), 200);
 
     lock.rollback().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.get("/readyz").await.status() != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::helpers::wait_until_ready(app.addr).await;
     app.stop_and_drop_database().await;
 }
 

@@ -3,7 +3,7 @@
 //! terminates TLS in front of it, with a certificate made for the test, and tansu advertises
 //! stunnel's address.
 
-use crate::helpers::{free_port, listens_within, DedicatedBroker, Deployment, TestApp};
+use crate::helpers::{free_port, wait_until_listening, DedicatedBroker, Deployment, TestApp};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,10 +60,7 @@ async fn over_tls_to_the_broker_orders_are_relayed_confirmed_and_pushed_live() {
     let (broker_port, tls_port) = (free_port(), free_port());
     let _broker = DedicatedBroker::start_with(broker_port, tls_port).await;
     let mut proxy = start_tls_proxy(&dir, tls_port, broker_port, &cert, &key);
-    assert!(
-        listens_within(tls_port, Duration::from_secs(10)).await,
-        "stunnel did not listen"
-    );
+    wait_until_listening(tls_port, Duration::from_secs(10), "stunnel").await;
 
     let brokers = format!("--kafka-brokers=127.0.0.1:{tls_port}");
     let ca = format!("--kafka-ssl-ca-location={}", cert.display());

@@ -15,6 +15,10 @@ use tokio::sync::watch;
 /// Statements placing orders at once per instance (`service::placer`).
 const WRITERS: usize = 4;
 
+/// An order to place while the writers are busy: the customer's token, its lines (SKU,
+/// quantity) and its idempotency key.
+type Queued<'a> = (String, Vec<(&'a str, i32)>, Option<&'a str>);
+
 /// Waits until `count` statements of the app's database wait for a lock.
 async fn wait_for_statements_waiting_on_locks(pool: &PgPool, count: i64) {
     eventually(Duration::from_secs(10), || async {
@@ -58,7 +62,7 @@ async fn wait_for_placements_waiting(app: &TestApp, count: usize) {
 async fn place_while_the_writers_are_busy(
     app: &TestApp,
     held_sku: &str,
-    queued: &[(String, Vec<(&str, i32)>, Option<&str>)],
+    queued: &[Queued<'_>],
 ) -> Vec<Value> {
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from inventory_items where sku = $1 for update")
@@ -118,7 +122,7 @@ async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_
     app.stock("HELD", 100).await;
     app.stock("PEN", 1000).await;
     app.stock("INK", 1000).await;
-    let queued: Vec<(String, Vec<(&str, i32)>, Option<&str>)> = (1..=40)
+    let queued: Vec<Queued> = (1..=40)
         .map(|n| {
             let lines = if n % 2 == 0 {
                 vec![("PEN", n)]
@@ -173,7 +177,7 @@ async fn an_order_that_fails_in_a_batch_is_refused_alone_and_its_neighbours_are_
         json!([]),
         "{retired}"
     );
-    let mut queued: Vec<(String, Vec<(&str, i32)>, Option<&str>)> = (1..=20)
+    let mut queued: Vec<Queued> = (1..=20)
         .map(|n| (app.customer(&format!("good-{n}")), vec![("PEN", n)], None))
         .collect();
     queued.insert(3, (app.customer("unknown"), vec![("NOPE", 1)], None));

@@ -65,16 +65,16 @@ impl DedicatedBroker {
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
-        let mut process = command
+        let process = command
             .spawn()
             .expect("tansu is on PATH (scripts/test installs it)");
-        let address = format!("127.0.0.1:{port}");
-        if listens_within(port, Duration::from_secs(10)).await {
-            return DedicatedBroker { address, process };
-        }
-        let _ = process.kill();
-        let _ = process.wait();
-        panic!("tansu did not start on {address}");
+        // Owned before the wait, so that dropping it kills tansu if it never listens.
+        let broker = DedicatedBroker {
+            address: format!("127.0.0.1:{port}"),
+            process,
+        };
+        wait_until_listening(port, Duration::from_secs(10), "tansu").await;
+        broker
     }
 
     /// Freezes the broker: connections stay open but nothing answers.

@@ -69,10 +69,7 @@ impl DedicatedPgBouncer {
             .kill_on_drop(true)
             .spawn()
             .expect("pgbouncer starts (scripts/test installs it)");
-        assert!(
-            listens_within(port, Duration::from_secs(5)).await,
-            "pgbouncer did not start on 127.0.0.1:{port}"
-        );
+        wait_until_listening(port, Duration::from_secs(5), "pgbouncer").await;
         DedicatedPgBouncer {
             port,
             dir,

@@ -61,19 +61,16 @@ pub async fn wait_until_ready(addr: std::net::SocketAddr) {
     .await
 }
 
-/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
-pub async fn listens_within(port: u16, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
+/// Waits until something accepts connections on 127.0.0.1:`port`; `what` (the server the test
+/// started there) names it in the failure.
+pub async fn wait_until_listening(port: u16, within: Duration, what: &str) {
+    eventually(within, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(drop)
+            .map_err(|error| format!("{what} does not listen on 127.0.0.1:{port}: {error}"))
+    })
+    .await
 }
 
 /// Asks `check` every 50 ms until it answers `Ok`, and returns that; fails after `within` with
