@@ -3,7 +3,7 @@
 //! live feed (an in-process tokio channel, fed here the way the live reader feeds it) and a
 //! real database.
 
-use crate::helpers::{serve_args, Deployment};
+use crate::helpers::{eventually, serve_args, Deployment};
 use async_graphql::{Request, Response};
 use futures_util::{Stream, StreamExt};
 use oms::auth::{Role, Viewer};
@@ -90,12 +90,16 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
         Request::new("subscription { orderStatusChanged { orderId version to } }")
             .data(customer("alice")),
     );
-    // Let the subscription start listening (it waits for its first event).
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), alices_orders.next())
-            .await
-            .is_err()
-    );
+    // Poll the subscription until it listens on the feed (it then waits for its first event).
+    tokio::select! {
+        early = alices_orders.next() => panic!("nothing was published yet: {early:?}"),
+        () = eventually(Duration::from_secs(10), || async {
+            match feeds.subscriber_count() {
+                1 => Ok(()),
+                count => Err(format!("{count} subscriptions listen on the feeds, not 1")),
+            }
+        }) => {}
+    }
 
     let mut placed = Vec::new();
     for _ in 0..3 {
