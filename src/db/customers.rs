@@ -79,12 +79,14 @@ pub async fn take_claims(
     Ok(())
 }
 
-/// Whether a change sets a field, and to what.
-fn setting(field: &Option<Option<String>>) -> (bool, Option<&str>) {
-    (
-        field.is_some(),
-        field.as_ref().and_then(|value| value.as_deref()),
-    )
+/// For name, email and phone: whether `change` sets it, and to what.
+fn settings(change: &ProfileChange) -> [(bool, Option<&str>); 3] {
+    [&change.name, &change.email, &change.phone].map(|field| {
+        (
+            field.is_some(),
+            field.as_ref().and_then(|value| value.as_deref()),
+        )
+    })
 }
 
 /// Applies `change` to customer `id`, creating the customer if it is new (a customer acting on
@@ -94,11 +96,7 @@ pub async fn upsert_profile(
     id: &str,
     change: &ProfileChange,
 ) -> sqlx::Result<CustomerRow> {
-    let ((set_name, name), (set_email, email), (set_phone, phone)) = (
-        setting(&change.name),
-        setting(&change.email),
-        setting(&change.phone),
-    );
+    let [(set_name, name), (set_email, email), (set_phone, phone)] = settings(change);
     sqlx::query_as!(
         CustomerRow,
         "insert into customers as c (id, name, email, phone) values ($1, $3, $5, $7)
@@ -126,11 +124,7 @@ pub async fn update_profile(
     id: &str,
     change: &ProfileChange,
 ) -> sqlx::Result<Option<CustomerRow>> {
-    let ((set_name, name), (set_email, email), (set_phone, phone)) = (
-        setting(&change.name),
-        setting(&change.email),
-        setting(&change.phone),
-    );
+    let [(set_name, name), (set_email, email), (set_phone, phone)] = settings(change);
     sqlx::query_as!(
         CustomerRow,
         "update customers

@@ -5,6 +5,11 @@
 //!
 //! Environment: `DATABASE_URL` (any database on the server; tests create their own) and
 //! `KAFKA_BROKERS`. `scripts/test` sets both after starting the services.
+//!
+//! Tests read (and, to stage a fault, lock) the database with run-time statements
+//! (`sqlx::query`), not the checked macros: they check what oms stored in SQL of their own, and
+//! some read PostgreSQL's own views (`pg_stat_activity`, `pg_locks`), which no schema in
+//! `.sqlx/` describes.
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
