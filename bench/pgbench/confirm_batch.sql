@@ -17,7 +17,7 @@
 -- run.sh seeds ample stock). Event ids are made server-side (bench_uuid_v7()), and payloads by
 -- format(...), of oms's field names and about its sizes, as in place_and_confirm.sql.
 --
--- Variables (-D): batch  most orders in one transaction [OMS_INVENTORY_BATCH_MAX, 64]
+-- Variables (-D): batch  most orders in one transaction [OMS_INVENTORY_BATCH_MAX, 256]
 
 BEGIN;
 

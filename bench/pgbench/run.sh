@@ -28,7 +28,7 @@
 #                                 placed; the confirmed rate is in confirmed/s)
 #                    e.g. CASES="uniform hot hot+forupdate uniform+notify uniform+batch"
 #   NSKUS [50000]  HOT_SKUS [5]  HOT_PCT [90]  USERS [100000]  STOCK [1000000000] per SKU
-#   BATCH [64] (oms's OMS_INVENTORY_BATCH_MAX)  CONFIRMERS [4] (oms's consumer slots beside the API)
+#   BATCH [256] (oms's OMS_INVENTORY_BATCH_MAX)  CONFIRMERS [4] (oms's consumer slots beside the API)
 #   RELAY_BATCH [500] (oms's OMS_OUTBOX_BATCH)  RELAY_ACK_MS [2] (stand-in for Kafka's ack)
 #   PGBENCH_OPTS     more options for place_and_confirm.sql's pgbench, e.g. "-P 2" (progress,
 #                    seen with --logs)
@@ -70,7 +70,7 @@ users=${USERS:-100000}
 stock=${STOCK:-1000000000}
 relay_batch=${RELAY_BATCH:-500}
 relay_ack_ms=${RELAY_ACK_MS:-2}
-confirm_batch=${BATCH:-64}
+confirm_batch=${BATCH:-256}
 confirmers=${CONFIRMERS:-4}
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
