@@ -89,6 +89,7 @@ where
                 "gave up after {within:?}: {seen}"
             ),
         }
+        // The poll interval: the one place in the tests that polls, always toward a deadline.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
