@@ -163,7 +163,10 @@ pub async fn lock_stock_of_orders(
              select id, sku, name, quantity, low_stock_threshold, updated_at, version, retired_at,
                     price_amount, price_currency
              from inventory_items
-             where sku in (select sku from lines)
+             -- An array, not a semi-join: the items are found through the SKU index, never by
+             -- reading the whole catalogue into a hash (which planners pick for a few hundred
+             -- lines, and which a batch would then do while holding its locks).
+             where sku = any(array(select sku from lines))
              order by id
              for no key update
          )

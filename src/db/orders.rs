@@ -273,6 +273,9 @@ pub async fn lock_for_events(
                 o.total_amount, o.total_currency
          from unnest($2::uuid[], $3::uuid[]) as event(event_id, order_id)
          join orders o on o.id = event.order_id
+         -- Finds the orders through their index: joined alone, a batch of a few hundred events
+         -- is planned as a hash join over every order.
+         where o.id = any($3::uuid[])
          order by o.id
          for update of o"#,
         consumer,
@@ -523,7 +526,9 @@ pub async fn write_changes(tx: &mut Tx, changes: &[ChangeToWrite<'_>]) -> sqlx::
                  updated_at = m.at
              from unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::timestamptz[])
                  as m(sku, version, delta, moves, at)
-             where item.sku = m.sku and item.version = m.version
+             -- `any` lets the items be found through the SKU index: joined alone, a batch
+             -- of a few hundred is planned as a hash join over the whole catalogue.
+             where item.sku = m.sku and item.version = m.version and item.sku = any($1::text[])
              returning item.sku
          ), ledger as (
              insert into stock_movements (sku, order_id, delta, reason)
@@ -535,7 +540,7 @@ pub async fn write_changes(tx: &mut Tx, changes: &[ChangeToWrite<'_>]) -> sqlx::
              from unnest($10::uuid[], $11::text[], $12::int[], $13::text[], $14::bool[],
                          $15::timestamptz[])
                  as c(id, status, version, rejection_reason, stock_deducted, updated_at)
-             where o.id = c.id and o.version = c.version - 1
+             where o.id = c.id and o.version = c.version - 1 and o.id = any($10::uuid[])
              returning o.id
          ), history as (
              insert into order_status_history
