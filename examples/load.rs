@@ -914,12 +914,14 @@ async fn own_server_figures(
     let cpu_after = CpuReading::now(server);
     let rss_after = server.rss_kib();
     // Where the time went inside oms: consumer and relay timings, backlog, lag.
-    let internals: Vec<String> = reqwest::get(format!("http://{}/metrics", server.addr))
+    let exposition = reqwest::get(format!("http://{}/metrics", server.addr))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap()
+        .unwrap();
+    let stages = pipeline_stages(&exposition);
+    let internals: Vec<String> = exposition
         .lines()
         .filter(|line| {
             !line.starts_with('#')
@@ -934,8 +936,73 @@ async fn own_server_figures(
     json!({
         "server_rss_mib": { "before": rss_before / 1024, "after": rss_after / 1024 },
         "cpu": cpu_before.per_order_since(&cpu_after, placed),
+        "pipeline_stages": stages,
         "oms_metrics": internals,
     })
+}
+
+/// The stages between placing an order and its subscribers hearing of it, from oms's
+/// histograms: for each stage (and topic), how many passed and the bucket bounds within which
+/// half and 99% of them fell.
+fn pipeline_stages(exposition: &str) -> Value {
+    const STAGES: [&str; 4] = [
+        "oms_outbox_wait_seconds",
+        "oms_event_transit_seconds",
+        "oms_event_handling_delay_seconds",
+        "oms_consumer_processing_seconds",
+    ];
+    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in exposition.lines() {
+        let Some((series, count)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once("_bucket{") else {
+            continue;
+        };
+        if !STAGES.contains(&name) {
+            continue;
+        }
+        let label = |key: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")))
+                .map(|value| value.trim_end_matches(['"', '}']).to_owned())
+        };
+        let (Some(le), Ok(count)) = (label("le"), count.parse::<f64>()) else {
+            continue;
+        };
+        let stage = match label("topic") {
+            Some(topic) => format!("{} {topic}", name.trim_start_matches("oms_")),
+            None => name.trim_start_matches("oms_").to_owned(),
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        buckets.entry(stage).or_default().push((bound, count));
+    }
+    let stages: serde_json::Map<String, Value> = buckets
+        .into_iter()
+        .filter_map(|(stage, mut bounds)| {
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let total = bounds.last()?.1;
+            if total == 0.0 {
+                return None;
+            }
+            let within = |share: f64| {
+                bounds
+                    .iter()
+                    .find(|(_, count)| *count >= share * total)
+                    .map(|(bound, _)| if bound.is_finite() { json!(bound * 1000.0) } else { json!("above the last bucket") })
+            };
+            Some((
+                stage,
+                json!({ "count": total, "p50_ms_at_most": within(0.5), "p99_ms_at_most": within(0.99) }),
+            ))
+        })
+        .collect();
+    Value::Object(stages)
 }
 
 /// `oms check` on the load's own server's database (no oversold stock, the ledger balances),
@@ -995,7 +1062,12 @@ async fn run_broker(args: &Args) -> Value {
         .set("bootstrap.servers", &brokers)
         .set("group.id", format!("{topic}-reader"))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        // oms's own fetch wait (KAFKA_FETCH_WAIT_MAX_MS, default 10), so the round trip is the
+        // one an oms consumer sees.
+        .set(
+            "fetch.wait.max.ms",
+            std::env::var("KAFKA_FETCH_WAIT_MAX_MS").unwrap_or_else(|_| "10".into()),
+        )
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
@@ -1304,6 +1376,18 @@ fn print_table(report: &Value) {
         report["cpu"]["machine_busy_percent"], report["cpu"]["machine_cpu_ms_per_order"],
         report["cpu"]["oms_cpu_ms_per_order"],
     );
+    if let Some(stages) = report["pipeline_stages"].as_object() {
+        println!(
+            "{:<52} {:>8} {:>10} {:>10}",
+            "stage (oms's histograms)", "count", "p50 ms ≤", "p99 ms ≤"
+        );
+        for (stage, figures) in stages {
+            println!(
+                "{:<52} {:>8} {:>10} {:>10}",
+                stage, figures["count"], figures["p50_ms_at_most"], figures["p99_ms_at_most"]
+            );
+        }
+    }
     if report["audit_passed"] != true {
         println!("{}", report["audit"].as_str().unwrap_or_default());
     }

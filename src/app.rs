@@ -402,7 +402,7 @@ impl KafkaSide {
         // The live reader takes its place at the topics' end before the relay publishes what
         // waited in the outbox, so subscribers opened meanwhile receive it.
         if let Some(feeds) = &self.feeds {
-            let reader = LiveReader::new(&self.args.kafka, feeds.clone())?
+            let reader = LiveReader::new(&self.args.kafka, feeds.clone(), self.metrics.clone())?
                 .start_at_end()
                 .await
                 .context("starting the live reader")?;

@@ -50,6 +50,14 @@ pub struct MetricSet {
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
     pub outbox_publish_seconds: Histogram,
+    /// From the start of the transaction that wrote an event until the relay read it.
+    pub outbox_wait_seconds: Histogram,
+    /// From an event's publication (its Kafka timestamp) until a reader of this instance
+    /// received it, by topic.
+    pub event_transit_seconds: HistogramVec,
+    /// From an event's publication until a consumer of this instance began applying it: the
+    /// transit and the wait for a free slot, by topic.
+    pub event_handling_delay_seconds: HistogramVec,
     pub outbox_backlog: IntGauge,
     pub outbox_oldest_age_seconds: prometheus::Gauge,
     pub live_subscriptions: IntGauge,
@@ -59,6 +67,12 @@ pub struct MetricSet {
     /// Operation names already given a series of their own.
     operation_names: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Buckets of the stages between placing an order and its subscribers hearing of it: the
+/// finer steps below 25 ms are where a broker's fetch wait and a relay round show.
+const PIPELINE_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 /// Operation names that get a series of their own; later names are counted as `other`, so a
 /// client cannot grow the metrics without bound.
@@ -114,6 +128,32 @@ impl MetricSet {
                     .buckets(vec![
                         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
                     ]),
+            )
+            .unwrap(),
+            outbox_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outbox_wait_seconds",
+                    "From the start of the transaction that wrote an event until the relay read it",
+                )
+                .buckets(PIPELINE_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+            event_transit_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "event_transit_seconds",
+                    "From an event's publication (its Kafka timestamp) until this instance received it, by topic",
+                )
+                .buckets(PIPELINE_BUCKETS.to_vec()),
+                &["topic"],
+            )
+            .unwrap(),
+            event_handling_delay_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "event_handling_delay_seconds",
+                    "From an event's publication until a consumer began applying it (transit and the wait for a free slot), by topic",
+                )
+                .buckets(PIPELINE_BUCKETS.to_vec()),
+                &["topic"],
             )
             .unwrap(),
             outbox_backlog: IntGauge::new("outbox_backlog", "Events waiting in the outbox")
@@ -198,7 +238,10 @@ impl MetricSet {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+            Box::new(metrics.outbox_wait_seconds.clone()),
+            Box::new(metrics.event_transit_seconds.clone()),
+            Box::new(metrics.event_handling_delay_seconds.clone()),
             Box::new(metrics.consumer_fetching_paused.clone()),
             Box::new(metrics.consumer_rebalances.clone()),
             Box::new(metrics.events_redelivered.clone()),
@@ -245,6 +288,24 @@ impl MetricSet {
         self.graphql_request_seconds
             .with_label_values(&[operation, kind, outcome])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long ago `message` was published (its Kafka timestamp, set by the producer),
+    /// in `histogram`, by topic. Clocks of different hosts differ: a negative age counts as 0.
+    pub fn observe_since_published<M: rdkafka::Message>(
+        &self,
+        histogram: &HistogramVec,
+        message: &M,
+    ) {
+        let Some(published_ms) = message.timestamp().to_millis() else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
+        histogram
+            .with_label_values(&[message.topic()])
+            .observe((now_ms - published_ms).max(0) as f64 / 1000.0);
     }
 
     fn gives_a_series_to(&self, name: &str) -> bool {

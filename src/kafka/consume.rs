@@ -198,6 +198,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 let Some(Ok(message)) = self.consumer.recv().now_or_never() else {
                     break;
                 };
+                self.metrics
+                    .observe_since_published(&self.metrics.event_transit_seconds, &message);
                 enqueue(&mut waiting, &mut offsets, message.detach());
             }
             while in_flight.len() < concurrency {
@@ -245,6 +247,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 received = self.consumer.recv(), if receive_after.is_none() => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
+                        self.metrics
+                            .observe_since_published(&self.metrics.event_transit_seconds, &message);
                         enqueue(&mut waiting, &mut offsets, message.detach());
                     }
                     Err(error) => {
@@ -298,6 +302,10 @@ impl<H: Handler> ConsumerLoop<H> {
         messages: &[OwnedMessage],
         shutdown: &CancellationToken,
     ) -> Vec<bool> {
+        for message in messages {
+            self.metrics
+                .observe_since_published(&self.metrics.event_handling_delay_seconds, message);
+        }
         if let Some(first) = messages.first() {
             self.metrics
                 .consumer_batch_events

@@ -12,6 +12,7 @@ pub mod follow;
 use crate::config::KafkaArgs;
 use crate::domain::events::{decode, decode_stock_level, Event, StockLevelChanged, Stream};
 use crate::kafka::KafkaLogs;
+use crate::metrics::Metrics;
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -221,17 +222,19 @@ pub struct LiveReader {
     feeds: LiveFeeds,
     status_topic: String,
     stock_topic: String,
+    metrics: Metrics,
 }
 
 impl LiveReader {
     /// Assigns every partition at its current end, so everything published from now on is read.
     /// A reader of the live topics, not reading yet (creating it needs no broker).
-    pub fn new(kafka: &KafkaArgs, feeds: LiveFeeds) -> anyhow::Result<Self> {
+    pub fn new(kafka: &KafkaArgs, feeds: LiveFeeds, metrics: Metrics) -> anyhow::Result<Self> {
         Ok(LiveReader {
             consumer: crate::kafka::standalone_consumer(kafka)?,
             feeds,
             status_topic: kafka.topic(Stream::OrderStatus).to_owned(),
             stock_topic: kafka.topic(Stream::StockLevels).to_owned(),
+            metrics,
         })
     }
 
@@ -242,6 +245,7 @@ impl LiveReader {
             feeds,
             status_topic,
             stock_topic,
+            metrics,
         } = self;
         let topics = [status_topic.clone(), stock_topic.clone()];
         let consumer =
@@ -259,6 +263,7 @@ impl LiveReader {
             feeds,
             status_topic,
             stock_topic,
+            metrics,
         })
     }
 
@@ -279,6 +284,8 @@ impl LiveReader {
     }
 
     fn publish(&self, message: &BorrowedMessage<'_>) {
+        self.metrics
+            .observe_since_published(&self.metrics.event_transit_seconds, message);
         let span = tracing::info_span!(
             "push to subscribers",
             otel.kind = "consumer",

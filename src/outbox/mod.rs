@@ -125,6 +125,9 @@ impl Relay {
             return Ok(Round::Published(0));
         }
         let started = std::time::Instant::now();
+        for row in &rows {
+            self.metrics.outbox_wait_seconds.observe(row.waited_seconds);
+        }
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let stream = Stream::parse(&row.stream).with_context(|| {

@@ -105,7 +105,8 @@ async fn queries_work_over_get_but_mutations_need_post() {
 }
 
 #[tokio::test]
-async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscriptions() {
+async fn metrics_count_orders_by_outcome_and_show_the_outbox_where_events_waited_and_live_subscriptions(
+) {
     let app = crate::helpers::TestApp::spawn().await;
     app.stock("FAN", 1).await;
     let alice = app.customer("alice");
@@ -163,6 +164,14 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_and_live_subscripti
         "FAN stocked + 2 orders x (placed, status) + 2 decisions + the confirmed order's deduction"
     );
     assert!(value("oms_consumer_processing_seconds_count{topic=\"inventory-") >= 2.0);
+    // Where the time between placing and hearing of it goes: every published event was timed
+    // in the outbox; the inventory consumer timed both placed events from publication to
+    // arrival and to applying; the live reader timed the status events it pushed (each
+    // order's placed event comes before its decision, which the followers saw).
+    assert_eq!(value("oms_outbox_wait_seconds_count"), 8.0);
+    assert!(value("oms_event_transit_seconds_count{topic=\"inventory-") >= 2.0);
+    assert!(value("oms_event_handling_delay_seconds_count{topic=\"inventory-") >= 2.0);
+    assert!(value("oms_event_transit_seconds_count{topic=\"order-status-") >= 4.0);
     app.stop_and_drop_database().await;
 }
 
