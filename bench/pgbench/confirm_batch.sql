@@ -39,6 +39,7 @@ select (select count(*) from inbox) as first_time, o.id, o.user_id, o.status,
        o.updated_at
   from unnest(:b_ids::uuid[]) as event(order_id)
   join orders o on o.id = event.order_id
+ where o.id = any(:b_ids::uuid[])
  order by o.id
    for update of o;
 
@@ -47,7 +48,7 @@ with lines as (
     select order_id, line_no, sku, quantity from order_lines where order_id = any(:b_ids::uuid[])
 ), locked as (
     select id, sku, name, quantity, low_stock_threshold, updated_at, version from inventory_items
-     where sku in (select sku from lines) order by id for no key update
+     where sku = any(array(select sku from lines)) order by id for no key update
 )
 select lines.order_id, lines.sku as line_sku, lines.quantity as requested, locked.*
   from lines left join locked on locked.sku = lines.sku
@@ -63,6 +64,7 @@ with lines as (
     set quantity = item.quantity + m.delta, version = item.version + m.moves, updated_at = now()
     from per_item m
     where item.sku = m.sku and item.version = item.version
+      and item.sku = any(array(select sku from per_item))
     returning item.sku
 ), ledger as (
     insert into stock_movements (sku, order_id, delta, reason)

@@ -188,7 +188,7 @@ with lines as (
     select line_no, sku, quantity from order_lines where order_id = :p_id::uuid
 ), locked as (
     select id, sku, name, quantity, low_stock_threshold, updated_at, version from inventory_items
-     where sku in (select sku from lines) order by id for no key update
+     where sku = any(array(select sku from lines)) order by id for no key update
 )
 select lines.sku as line_sku, lines.quantity as requested, locked.*
   from lines left join locked on locked.sku = lines.sku order by lines.line_no;
@@ -197,7 +197,7 @@ with lines as (
     select line_no, sku, quantity from order_lines where order_id = :p_id::uuid
 ), locked as (
     select id, sku, name, quantity, low_stock_threshold, updated_at, version from inventory_items
-     where sku in (select sku from lines) order by id for update
+     where sku = any(array(select sku from lines)) order by id for update
 )
 select lines.sku as line_sku, lines.quantity as requested, locked.*
   from lines left join locked on locked.sku = lines.sku order by lines.line_no;
