@@ -50,7 +50,8 @@ pub struct MetricSet {
     pub dead_letters: IntCounterVec,
     pub outbox_published: IntCounter,
     pub outbox_publish_seconds: Histogram,
-    /// From the start of the transaction that wrote an event until the relay read it.
+    /// From the start of the transaction that wrote an event until the relay read it, for each
+    /// published event.
     pub outbox_wait_seconds: Histogram,
     /// From an event's publication (its Kafka timestamp) until a reader of this instance
     /// received it, by topic.

@@ -125,9 +125,6 @@ impl Relay {
             return Ok(Round::Published(0));
         }
         let started = std::time::Instant::now();
-        for row in &rows {
-            self.metrics.outbox_wait_seconds.observe(row.waited_seconds);
-        }
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let stream = Stream::parse(&row.stream).with_context(|| {
@@ -170,6 +167,10 @@ impl Relay {
         db::outbox::delete(&mut tx, &ids).await?;
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(ids.len() as u64);
+        // Timed once per published event: a round that failed reads its rows again.
+        for row in &rows {
+            self.metrics.outbox_wait_seconds.observe(row.waited_seconds);
+        }
         self.metrics
             .outbox_publish_seconds
             .observe(started.elapsed().as_secs_f64());
