@@ -251,6 +251,7 @@ fn api_router(
         Placer::start(
             shared.pool.clone(),
             args.place_batch_max,
+            args.place_writers,
             shared.metrics.clone(),
         ),
         shared.outbox.clone(),

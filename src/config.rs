@@ -599,6 +599,11 @@ pub struct ServeArgs {
     /// the database free is placed alone at once. 1: each order in a statement of its own.
     #[arg(long, env = "OMS_PLACE_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub place_batch_max: u16,
+    /// Statements placing orders at once. While every one is busy, arriving orders wait and
+    /// the next free one places them together: fewer writers form batches at lower rates (less
+    /// CPU per order), more let orders pass one whose statement waits on a lock.
+    #[arg(long, env = "OMS_PLACE_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub place_writers: u16,
     /// Outbox rows published per relay round trip.
     #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,

@@ -17,10 +17,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-/// Statements writing placements at once, per instance: enough to keep the database busy while
-/// a batch commits, few enough to leave the pool's other connections to everything else.
-const WRITERS: usize = 4;
-
 /// Placements that may wait for a writer before placing waits for room in the queue.
 const QUEUE: usize = 4096;
 
@@ -41,8 +37,9 @@ pub struct Placer {
 
 impl Placer {
     /// A placer writing up to `batch_max` orders per statement (1: each order alone, with no
-    /// task in between). Batching starts a task, so this runs inside the runtime.
-    pub fn start(db: Db, batch_max: u16, metrics: Metrics) -> Placer {
+    /// task in between) with up to `writers` statements at once. Batching starts a task, so
+    /// this runs inside the runtime.
+    pub fn start(db: Db, batch_max: u16, writers: u16, metrics: Metrics) -> Placer {
         if batch_max <= 1 {
             return Placer {
                 db,
@@ -55,6 +52,7 @@ impl Placer {
             db.clone(),
             waiting,
             batch_max,
+            writers,
             metrics.clone(),
         ));
         Placer {
@@ -92,9 +90,10 @@ async fn take_batches(
     db: Db,
     mut waiting: mpsc::Receiver<Waiting>,
     batch_max: u16,
+    writers: u16,
     metrics: Metrics,
 ) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
+    let writers = Arc::new(Semaphore::new(usize::from(writers.max(1))));
     loop {
         let Ok(writer) = writers.clone().acquire_owned().await else {
             return;

@@ -76,7 +76,7 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
     // Two live events kept per subscriber: the third unread one makes it fall behind.
     let feeds = LiveFeeds::new(2);
     let limits = serve_args(&deployment, &[]).limits;
-    let placer = Placer::start(pool.clone(), 1, oms::metrics::Metrics::new());
+    let placer = Placer::start(pool.clone(), 1, 1, oms::metrics::Metrics::new());
     let schema = oms::graphql::schema(
         pool.clone(),
         placer.clone(),

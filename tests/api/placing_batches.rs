@@ -12,8 +12,9 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Statements placing orders at once per instance (`service::placer`).
+/// Statements placing orders at once per instance (`service::placer`), as the tests start it.
 const WRITERS: usize = 4;
+const WRITERS_FLAG: &str = "--place-writers=4";
 
 /// An order to place while the writers are busy: the customer's token, its lines (SKU,
 /// quantity) and its idempotency key.
@@ -122,7 +123,11 @@ async fn place_while_the_writers_are_busy(
 
 #[tokio::test]
 async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_each_as_asked() {
-    let app = TestApp::spawn_in(crate::helpers::Deployment::new(), &["--components=api"]).await;
+    let app = TestApp::spawn_in(
+        crate::helpers::Deployment::new(),
+        &["--components=api", WRITERS_FLAG],
+    )
+    .await;
     app.stock("HELD", 100).await;
     app.stock("PEN", 1000).await;
     app.stock("INK", 1000).await;
@@ -164,7 +169,11 @@ async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_
 
 #[tokio::test]
 async fn an_order_that_fails_in_a_batch_is_refused_alone_and_its_neighbours_are_placed() {
-    let app = TestApp::spawn_in(crate::helpers::Deployment::new(), &["--components=api"]).await;
+    let app = TestApp::spawn_in(
+        crate::helpers::Deployment::new(),
+        &["--components=api", WRITERS_FLAG],
+    )
+    .await;
     app.stock("HELD", 100).await;
     app.stock("PEN", 1000).await;
     app.stock("OLD", 10).await;

@@ -178,7 +178,7 @@ async fn run_client(
                 }
                 let order = oms::service::placing::place_order(
                     pool,
-                    &Placer::start(pool.clone(), 1, oms::metrics::Metrics::new()),
+                    &Placer::start(pool.clone(), 1, 1, oms::metrics::Metrics::new()),
                     &OutboxWaker::default(),
                     &viewer,
                     requested,
