@@ -111,6 +111,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningApp> {
         metrics: Metrics::new(),
         shutdown: CancellationToken::new(),
     };
+    shared.metrics.runtime_worker_threads.set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .try_into()
+            .unwrap_or(i64::MAX),
+    );
     let mut tasks = JoinSet::new();
     let connections = TaskTracker::new();
     let kafka_ready = CancellationToken::new();

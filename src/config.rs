@@ -573,6 +573,11 @@ pub struct ServeArgs {
         default_value = "apollographql-client-name,apollographql-client-version,x-request-id,traceparent"
     )]
     pub cors_allowed_headers: Vec<String>,
+    /// Threads running the service's tasks; by default one per core the process may use. On a
+    /// host it shares with PostgreSQL, whose every connection is a process of its own, more
+    /// threads keep the service's share of the CPU (see docs/performance.md).
+    #[arg(long, env = "OMS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Which components to run.
     #[arg(long, env = "OMS_COMPONENTS", value_enum, default_value_t = Components::All)]
     pub components: Components,

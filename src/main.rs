@@ -3,9 +3,25 @@ use clap::Parser;
 use oms::config::{Cli, Command};
 use std::time::Duration;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Serve(args) = &cli.command {
+        if let Some(threads) = args.worker_threads {
+            runtime.worker_threads(usize::from(threads));
+        }
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run_cli(cli)),
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_cli(cli: Cli) -> std::process::ExitCode {
     let telemetry = oms::telemetry::init(&cli.telemetry);
     let outcome = run(cli.command).await;
     telemetry.shutdown().await;

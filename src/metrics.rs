@@ -40,6 +40,8 @@ pub struct MetricSet {
     pub place_batch_orders: Histogram,
     /// Orders waiting for a statement to place them.
     pub placements_waiting: IntGauge,
+    /// Threads running the service's tasks (`OMS_WORKER_THREADS`, else one per core).
+    pub runtime_worker_threads: IntGauge,
     pub orders_pending_oldest_seconds: prometheus::Gauge,
     pub inbox_pruned: prometheus::IntCounter,
     pub events_redelivered: IntCounterVec,
@@ -220,6 +222,11 @@ impl MetricSet {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             )
             .unwrap(),
+            runtime_worker_threads: IntGauge::new(
+                "runtime_worker_threads",
+                "Threads running the service's tasks (OMS_WORKER_THREADS, else one per core)",
+            )
+            .unwrap(),
             placements_waiting: IntGauge::new(
                 "placements_waiting",
                 "Orders waiting for a free statement to place them",
@@ -239,7 +246,8 @@ impl MetricSet {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+            Box::new(metrics.runtime_worker_threads.clone()),
             Box::new(metrics.outbox_wait_seconds.clone()),
             Box::new(metrics.event_transit_seconds.clone()),
             Box::new(metrics.event_handling_delay_seconds.clone()),

@@ -161,3 +161,35 @@ async fn without_the_broker_required_for_readiness_it_is_ready_and_says_what_is_
     use sqlx::migrate::MigrateDatabase;
     let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
 }
+
+#[tokio::test]
+async fn it_runs_its_tasks_on_as_many_threads_as_it_is_told() {
+    let deployment = Deployment::new();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // One more than the cores of the machines the tests run on, so the default cannot pass.
+    let threads = std::thread::available_parallelism().unwrap().get() + 1;
+    let _process = crate::helpers::spawn_oms_process(
+        &deployment,
+        &[
+            &format!("--listen-addr={addr}"),
+            &format!("--kafka-brokers=127.0.0.1:{}", free_port()),
+            "--ready-requires-kafka=false",
+            &format!("--worker-threads={threads}"),
+        ],
+    );
+    crate::helpers::wait_until_ready(addr).await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == format!("oms_runtime_worker_threads {threads}")),
+        "{metrics}"
+    );
+    use sqlx::migrate::MigrateDatabase;
+    let _ = sqlx::Postgres::force_drop_database(&deployment.database_url).await;
+}
