@@ -14,7 +14,6 @@ use tokio::sync::watch;
 
 /// Statements placing orders at once per instance (`service::placer`), as the tests start it.
 const WRITERS: usize = 4;
-const WRITERS_FLAG: &str = "--place-writers=4";
 
 /// An order to place while the writers are busy: the customer's token, its lines (SKU,
 /// quantity) and its idempotency key.
@@ -125,7 +124,7 @@ async fn place_while_the_writers_are_busy(
 async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_each_as_asked() {
     let app = TestApp::spawn_in(
         crate::helpers::Deployment::new(),
-        &["--components=api", WRITERS_FLAG],
+        &["--components=api", &format!("--place-writers={WRITERS}")],
     )
     .await;
     app.stock("HELD", 100).await;
@@ -171,7 +170,7 @@ async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_
 async fn an_order_that_fails_in_a_batch_is_refused_alone_and_its_neighbours_are_placed() {
     let app = TestApp::spawn_in(
         crate::helpers::Deployment::new(),
-        &["--components=api", WRITERS_FLAG],
+        &["--components=api", &format!("--place-writers={WRITERS}")],
     )
     .await;
     app.stock("HELD", 100).await;
