@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -127,17 +127,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest pause in receiving after a receive error (the broker unreachable): far below
 /// any `max.poll.interval.ms`, so the member keeps its place in the group while it waits.
 const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(1);
-/// Queues a received message. Its offset counts as in flight from now on, so no offset after
-/// it is stored (and committed) before it is applied, even while it waits.
-fn enqueue(
-    waiting: &mut VecDeque<OwnedMessage>,
-    offsets: &mut OffsetsInFlight,
-    message: OwnedMessage,
-) {
-    offsets.start(message.partition(), message.offset());
-    waiting.push_back(message);
-}
-
 /// The next unit to handle from `waiting`, in arrival order: up to `max_batch` messages of
 /// distinct keys, none of a key in flight or of a key an earlier waiting message holds (one
 /// key's messages are handled one after the other). Empty when none can start now.
@@ -170,6 +159,21 @@ fn take_unit(
 }
 
 impl<H: Handler> ConsumerLoop<H> {
+    /// Queues a received message, timing its transit from publication. Its offset counts as in
+    /// flight from now on, so no offset after it is stored (and committed) before it is applied,
+    /// even while it waits.
+    fn enqueue(
+        &self,
+        waiting: &mut VecDeque<OwnedMessage>,
+        offsets: &mut OffsetsInFlight,
+        message: &BorrowedMessage<'_>,
+    ) {
+        self.metrics
+            .observe_since_published(&self.metrics.event_transit_seconds, message);
+        offsets.start(message.partition(), message.offset());
+        waiting.push_back(message.detach());
+    }
+
     /// Consumes until `shutdown`; then commits the offsets of everything handled.
     ///
     /// Received messages wait in a queue until a slot is free. The consumer is polled all the
@@ -198,9 +202,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 let Some(Ok(message)) = self.consumer.recv().now_or_never() else {
                     break;
                 };
-                self.metrics
-                    .observe_since_published(&self.metrics.event_transit_seconds, &message);
-                enqueue(&mut waiting, &mut offsets, message.detach());
+                self.enqueue(&mut waiting, &mut offsets, &message);
             }
             while in_flight.len() < concurrency {
                 let unit = take_unit(&mut waiting, &keys_in_flight, max_batch);
@@ -247,9 +249,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 received = self.consumer.recv(), if receive_after.is_none() => match received {
                     Ok(message) => {
                         receive_backoff = Duration::from_millis(100);
-                        self.metrics
-                            .observe_since_published(&self.metrics.event_transit_seconds, &message);
-                        enqueue(&mut waiting, &mut offsets, message.detach());
+                        self.enqueue(&mut waiting, &mut offsets, &message);
                     }
                     Err(error) => {
                         tracing::warn!(consumer = self.name, %error, "receiving from Kafka failed; retrying");
