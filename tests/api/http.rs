@@ -125,7 +125,8 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_where_events_waited
     // The decisions may have been read from the history before the relay published them, and
     // the outbox gauges are the probe's latest look (every 2 s): scrape until all 8 events
     // (FAN stocked, 2 orders x (placed, status), 2 decisions, the confirmed order's deduction)
-    // are published and the probe has seen the outbox empty.
+    // are published and the probe has seen the outbox empty, and until the live reader has
+    // received the four status events, which reach it a broker hop after they are published.
     let series = |text: &str, series: &str| -> Option<f64> {
         text.lines()
             .find(|line| line.starts_with(series))
@@ -138,10 +139,13 @@ async fn metrics_count_orders_by_outcome_and_show_the_outbox_where_events_waited
         let text = response.text().await.unwrap();
         if series(&text, "oms_outbox_published_total") >= Some(8.0)
             && series(&text, "oms_outbox_backlog ") == Some(0.0)
+            && series(&text, "oms_event_transit_seconds_count{topic=\"order-status-") >= Some(4.0)
         {
             Ok(text)
         } else {
-            Err(format!("the outbox never drained:\n{text}"))
+            Err(format!(
+                "the outbox never drained, or the live reader never timed the status events:\n{text}"
+            ))
         }
     })
     .await;
