@@ -574,8 +574,9 @@ pub struct ServeArgs {
     )]
     pub cors_allowed_headers: Vec<String>,
     /// Threads running the service's tasks; by default one per core the process may use. On a
-    /// host it shares with PostgreSQL, whose every connection is a process of its own, more
-    /// threads keep the service's share of the CPU (see docs/performance.md).
+    /// saturated host it shares with PostgreSQL, whose every connection is a process of its
+    /// own, more threads give it a larger share of the CPU: requests are answered sooner,
+    /// orders confirmed later (see docs/performance.md).
     #[arg(long, env = "OMS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
     /// Which components to run.
