@@ -1,6 +1,7 @@
 //! Customers as the API shows them: a profile (name, email, phone) and their orders. Staff see
 //! every customer; a customer sees only their own profile (under `viewer`, or on their orders).
 
+use super::coalescing::CoalescingLoader;
 use super::loaders::CustomerById;
 use super::order_list::{
     self, OrderConnection, OrderFilterInput, OrderOrder, OrderStatusCount, PageArguments,
@@ -13,7 +14,6 @@ use crate::db::Db;
 use crate::domain::customer::ProfileChange;
 use crate::error::{AppError, IntoGraphql};
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{
     Context, ErrorExtensions, InputObject, MaybeUndefined, Object, SimpleObject, ID,
 };
@@ -134,7 +134,7 @@ pub async fn customer(
 /// Customer `id`, if oms has a profile for them.
 pub async fn load(ctx: &Context<'_>, id: &str) -> async_graphql::Result<Option<Customer>> {
     Ok(ctx
-        .data_unchecked::<DataLoader<CustomerById>>()
+        .data_unchecked::<CoalescingLoader<_, CustomerById>>()
         .load_one(id.to_owned())
         .await
         .gql()?

@@ -1,5 +1,6 @@
-//! DataLoaders: nested fields of a list (an order's lines, a line's item, an order's history) are
-//! fetched in one query per field per request instead of one per parent.
+//! What each loader reads, by key: nested fields of a list (an order's lines, a line's item, an
+//! order's history) in one query per field instead of one per parent, and single orders, items
+//! and customers. `coalescing.rs` decides when a statement runs and which keys it takes.
 
 use crate::db;
 use crate::db::customers::CustomerRow;

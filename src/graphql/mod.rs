@@ -1,4 +1,4 @@
-//! The GraphQL API: schema, resolvers, types and DataLoaders. `schema.graphql` at the top level
+//! The GraphQL API: schema, resolvers, types and loaders. `schema.graphql` at the top level
 //! is this schema's SDL; a test keeps them equal.
 //!
 //! The rule for resolvers: they check who asks and what they may see, then mutations call
@@ -6,6 +6,7 @@
 //! loaders: a read has no rule beyond who may see it, which the resolver checks), and
 //! subscriptions follow `live::follow`.
 
+pub mod coalescing;
 pub mod customers;
 pub mod error_codes;
 pub mod guard;
@@ -27,8 +28,8 @@ use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service::placer::Placer;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
+use coalescing::CoalescingLoader;
 use loaders::{CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use rate_limit::{MutationRateLimiter, RateLimiter, RequestRateLimiter};
 use std::sync::Arc;
@@ -70,11 +71,11 @@ pub fn schema(
         builder = builder.disable_introspection().disable_suggestions();
     }
     builder
-        .data(DataLoader::new(ItemBySku(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(LinesByOrder(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(HistoryByOrder(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(OrderById(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(CustomerById(pool.clone()), tokio::spawn))
+        .data(CoalescingLoader::new(ItemBySku(pool.clone())))
+        .data(CoalescingLoader::new(LinesByOrder(pool.clone())))
+        .data(CoalescingLoader::new(HistoryByOrder(pool.clone())))
+        .data(CoalescingLoader::new(OrderById(pool.clone())))
+        .data(CoalescingLoader::new(CustomerById(pool.clone())))
         .data(crate::service::customers::ClaimsTaken::default())
         .data(pool)
         .data(placer)

@@ -3,12 +3,12 @@
 //! refetch what they hold. Order ids are the orders' UUIDs (as `order(id)` has always taken);
 //! an inventory item's is `InventoryItem:<SKU>` (a SKU has no colon, so the two never meet).
 
+use super::coalescing::CoalescingLoader;
 use super::loaders::{ItemBySku, OrderById};
 use super::types::{InventoryItem, Order};
 use crate::auth::Viewer;
 use crate::domain::order::check_sku;
 use crate::error::{AppError, IntoGraphql};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, Interface, ID};
 use uuid::Uuid;
 
@@ -54,14 +54,14 @@ pub async fn fetch(
 ) -> async_graphql::Result<Option<Node>> {
     Ok(match parse(id)? {
         NodeId::Order(id) => ctx
-            .data_unchecked::<DataLoader<OrderById>>()
+            .data_unchecked::<CoalescingLoader<_, OrderById>>()
             .load_one(id)
             .await
             .gql()?
             .filter(|order| viewer.may_see_order_of(&order.user_id))
             .map(|order| Node::Order(Order(order))),
         NodeId::InventoryItem(sku) => ctx
-            .data_unchecked::<DataLoader<ItemBySku>>()
+            .data_unchecked::<CoalescingLoader<_, ItemBySku>>()
             .load_one(sku)
             .await
             .gql()?

@@ -1,7 +1,9 @@
 //! Queries: orders (a customer sees their own, staff see all), their counts, the viewer, and
 //! inventory.
 
+use super::coalescing::CoalescingLoader;
 use super::customers::{self, Customer, CustomerFilter};
+use super::loaders::OrderById;
 use super::node::{self, Node};
 use super::order_list::{
     self, OrderConnection, OrderFilterInput, OrderOrder, OrderStatusCount, PageArguments,
@@ -68,7 +70,11 @@ impl QueryRoot {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
         let viewer = viewer(ctx)?;
         let id = parse_order_id(&id)?;
-        let order = db::orders::find(ctx.data_unchecked::<Db>(), id)
+        // Through the instance's loader: orders asked for by concurrent requests are read in
+        // one statement (coalescing.rs); who may see it is still checked per request, below.
+        let order = ctx
+            .data_unchecked::<CoalescingLoader<_, OrderById>>()
+            .load_one(id)
             .await
             .gql()?;
         Ok(order

@@ -1,5 +1,6 @@
-//! GraphQL object types. Each wraps a database row; nested fields load through DataLoaders.
+//! GraphQL object types. Each wraps a database row; nested fields load through the instance's loaders.
 
+use super::coalescing::CoalescingLoader;
 use super::customers::Customer;
 use super::loaders::{HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
 use super::viewer;
@@ -11,7 +12,6 @@ use crate::domain::order::MAX_LINES_PER_ORDER;
 use crate::domain::status::OrderStatus;
 use crate::error::IntoGraphql;
 use crate::live::follow::StatusChange;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl Order {
     #[graphql(complexity = "MAX_LINES_PER_ORDER * child_complexity + 1")]
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLine>> {
         let lines = ctx
-            .data_unchecked::<DataLoader<LinesByOrder>>()
+            .data_unchecked::<CoalescingLoader<_, LinesByOrder>>()
             .load_one(self.0.id)
             .await
             .gql()?
@@ -84,7 +84,7 @@ impl Order {
     #[graphql(complexity = "OrderStatus::ALL.len() * child_complexity + 1")]
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderStatusChange>> {
         let history = ctx
-            .data_unchecked::<DataLoader<HistoryByOrder>>()
+            .data_unchecked::<CoalescingLoader<_, HistoryByOrder>>()
             .load_one(self.0.id)
             .await
             .gql()?
@@ -119,7 +119,7 @@ impl OrderLine {
     /// The inventory item as it is now.
     async fn item(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InventoryItem>> {
         Ok(ctx
-            .data_unchecked::<DataLoader<ItemBySku>>()
+            .data_unchecked::<CoalescingLoader<_, ItemBySku>>()
             .load_one(self.0.sku.clone())
             .await
             .gql()?
@@ -298,7 +298,7 @@ impl OrderStatusChange {
     async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
         let viewer = viewer(ctx)?;
         let order = ctx
-            .data_unchecked::<DataLoader<OrderById>>()
+            .data_unchecked::<CoalescingLoader<_, OrderById>>()
             .load_one(self.0.order_id)
             .await
             .gql()?;
@@ -372,7 +372,7 @@ impl InventoryChange {
     /// The item as it is now.
     async fn item(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InventoryItem>> {
         Ok(ctx
-            .data_unchecked::<DataLoader<ItemBySku>>()
+            .data_unchecked::<CoalescingLoader<_, ItemBySku>>()
             .load_one(self.0.sku.clone())
             .await
             .gql()?
