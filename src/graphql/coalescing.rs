@@ -9,8 +9,8 @@
 //! delay, and a busy one reads many requests' orders in one round trip.
 //!
 //! async-graphql's own `DataLoader` waits a fixed time (1 ms) for each batch to gather, on a
-//! timer: at one client that delay was most of an `order(id)` request (p50 2.2 ms against
-//! 0.7 ms for a plain handler), and without async-graphql's tokio timer every batch also woke a
+//! timer: at one client that delay was most of an `order(id)` request (p50 2.0-2.3 ms against
+//! 0.7-0.9 ms for a plain handler), and without async-graphql's tokio timer every batch also woke a
 //! helper thread (docs/performance.md).
 
 use async_graphql::dataloader::Loader;
@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 /// Statements of one loader in flight at once.
 const STATEMENTS: usize = 2;
 /// Most keys one statement reads.
-pub const MAX_KEYS: usize = 256;
+const MAX_KEYS: usize = 256;
 
 type Answer<V, E> = oneshot::Sender<Result<Option<V>, E>>;
 
