@@ -84,24 +84,33 @@ where
         if start {
             tokio::spawn(read_what_waits(self.shared.clone()));
         }
-        // The reading task always answers; it is gone only when the runtime is stopping.
+        // The reading task always answers; it is gone only when the runtime is stopping or its
+        // loader panicked.
         answered
             .await
             .expect("a coalescing loader's task answers every key")
     }
 }
 
-/// Gives back the statement's slot however its task ends (a loader that panics included).
-struct Slot<'a, K, L: Loader<K>>(&'a Shared<K, L>)
+/// Gives back the statement's slot if its task ends early (a loader that panics). A task that
+/// finds nothing waiting gives it back itself, under the same lock, so a key arriving meanwhile
+/// never waits for a slot that is about to be free.
+struct Slot<'a, K, L: Loader<K>>
 where
-    K: Send + Sync + Hash + Eq + Clone + 'static;
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    shared: &'a Shared<K, L>,
+    held: bool,
+}
 
 impl<K, L: Loader<K>> Drop for Slot<'_, K, L>
 where
     K: Send + Sync + Hash + Eq + Clone + 'static,
 {
     fn drop(&mut self) {
-        self.0.queue.lock().expect("never poisoned").statements -= 1;
+        if self.held {
+            self.shared.queue.lock().expect("never poisoned").statements -= 1;
+        }
     }
 }
 
@@ -111,7 +120,10 @@ where
     K: Send + Sync + Hash + Eq + Clone + 'static,
     L: Loader<K>,
 {
-    let _slot = Slot(&shared);
+    let mut slot = Slot {
+        shared: &shared,
+        held: true,
+    };
     // Keys asked for in the same poll as the first (a list's items) join this statement.
     tokio::task::yield_now().await;
     loop {
@@ -120,6 +132,8 @@ where
             queue.gathering = false;
             let taken = queue.waiting.len().min(MAX_KEYS);
             if taken == 0 {
+                queue.statements -= 1;
+                slot.held = false;
                 return;
             }
             queue.waiting.drain(..taken).collect::<Vec<_>>()
