@@ -9,9 +9,10 @@
 //!   the answers' latency (latency counts from the moment each call was due).
 //! - `broker`: the broker's own produce and consume rate and single-message round trip, for
 //!   messages of the size oms sends (no oms involved).
-//! - `read`: `order(id)` queries per second through oms (GraphQL, JWT, DataLoader), beside a plain
-//!   axum + sqlx handler running the same SQL on the same database (`--users` concurrent
-//!   clients, each request waiting for the previous one).
+//! - `read`: `order(id)` queries per second through oms (GraphQL, JWT, its shared loaders),
+//!   beside a plain axum + sqlx handler running the same SQL on the same database, two
+//!   statements per request (`--users` concurrent clients, each request waiting for the
+//!   previous one).
 //!
 //! It reports requests/s; latency p50 / p95 / p99 / max per operation; placed -> CONFIRMED as
 //! seen by the subscriber; confirmed orders/s; errors counted from the response bodies (GraphQL
