@@ -1,9 +1,11 @@
 //! Mutations. Business failures come back in `userErrors`; only authentication, authorization
 //! and outages are top-level errors.
 
+use super::coalescing::CoalescingLoader;
 use super::customers::{
     profile_change, Customer, CustomerProfilePayload, UpdateCustomerInput, UpdateMyProfileInput,
 };
+use super::loaders::OrderById;
 use super::types::{InventoryItem, Order};
 use super::{mutating_viewer, staff};
 use crate::db::customers::CustomerRow;
@@ -166,11 +168,17 @@ impl MutationRoot {
                 )],
             });
         };
+        let order = ctx
+            .data_unchecked::<CoalescingLoader<_, OrderById>>()
+            .load_one(order_id)
+            .await
+            .gql()?;
         let outcome = service::status_requests::request_status_change(
             ctx.data_unchecked::<Db>(),
             ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             order_id,
+            order,
             input.status,
             input.reason,
         )

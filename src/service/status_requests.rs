@@ -33,19 +33,23 @@ impl StatusRequestOutcome {
     }
 }
 
+/// Checks and queues a change of order `order_id`. `order` is that order as read after the request
+/// arrived (the API reads it through its shared loader, with other requests' reads), None when
+/// there is no such order.
 #[tracing::instrument(name = "request status change", skip_all, fields(%order_id))]
 pub async fn request_status_change(
     pool: &Db,
     outbox: &OutboxWaker,
     viewer: &Viewer,
     order_id: Uuid,
+    order: Option<OrderRow>,
     to: OrderStatus,
     reason: Option<String>,
 ) -> Result<StatusRequestOutcome, AppError> {
     if let Some(error) = reason.as_deref().and_then(check_reason) {
         return Ok(StatusRequestOutcome::refused(None, error));
     }
-    let order = match db::orders::find(pool, order_id).await? {
+    let order = match order {
         Some(order) if viewer.may_see_order_of(&order.user_id) => order,
         _ => {
             return Ok(StatusRequestOutcome::refused(
