@@ -168,17 +168,13 @@ impl MutationRoot {
                 )],
             });
         };
-        let order = ctx
-            .data_unchecked::<CoalescingLoader<_, OrderById>>()
-            .load_one(order_id)
-            .await
-            .gql()?;
         let outcome = service::status_requests::request_status_change(
             ctx.data_unchecked::<Db>(),
             ctx.data_unchecked::<OutboxWaker>(),
             viewer,
             order_id,
-            order,
+            ctx.data_unchecked::<CoalescingLoader<_, OrderById>>()
+                .load_one(order_id),
             input.status,
             input.reason,
         )

@@ -13,6 +13,7 @@ use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
 use crate::outbox::OutboxWaker;
+use std::future::Future;
 use uuid::Uuid;
 
 pub struct StatusRequestOutcome {
@@ -33,23 +34,23 @@ impl StatusRequestOutcome {
     }
 }
 
-/// Checks and queues a change of order `order_id`. `order` is that order as read after the request
-/// arrived (the API reads it through its shared loader, with other requests' reads), None when
-/// there is no such order.
+/// Checks and queues a change of order `order_id`. `read_order` reads that order (None when
+/// there is none); it runs once the request itself is valid. The API reads through its shared
+/// loader, with other requests' reads.
 #[tracing::instrument(name = "request status change", skip_all, fields(%order_id))]
-pub async fn request_status_change(
+pub async fn request_status_change<E: Into<AppError>>(
     pool: &Db,
     outbox: &OutboxWaker,
     viewer: &Viewer,
     order_id: Uuid,
-    order: Option<OrderRow>,
+    read_order: impl Future<Output = Result<Option<OrderRow>, E>>,
     to: OrderStatus,
     reason: Option<String>,
 ) -> Result<StatusRequestOutcome, AppError> {
     if let Some(error) = reason.as_deref().and_then(check_reason) {
         return Ok(StatusRequestOutcome::refused(None, error));
     }
-    let order = match order {
+    let order = match read_order.await.map_err(Into::into)? {
         Some(order) if viewer.may_see_order_of(&order.user_id) => order,
         _ => {
             return Ok(StatusRequestOutcome::refused(

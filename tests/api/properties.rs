@@ -232,13 +232,12 @@ async fn run_client(
                     continue;
                 };
                 let viewer = if by_staff { &staff } else { owner };
-                let order = oms::db::orders::find(pool, *id).await.unwrap();
                 let outcome = oms::service::status_requests::request_status_change(
                     pool,
                     &OutboxWaker::default(),
                     viewer,
                     *id,
-                    order,
+                    oms::db::orders::find(pool, *id),
                     to,
                     None,
                 )
