@@ -1,9 +1,11 @@
 //! Reads asked for together go to the database together, without waiting for company.
 //!
 //! Each [`Loader`] (`loaders.rs`) is shared by every request of the instance. A key asked for
-//! while one of the loader's statements is free is read at once: its task yields once, so the
-//! keys asked for in the same poll (the items of one list: every order's `lines`) join it, and
-//! then it reads them in one statement. While the loader's statements are all in flight, the
+//! while one of the loader's statements is free is read at once: a task starts the statement,
+//! and keys asked for before it takes what waits join it instead of starting one of their own.
+//! The task yields once before taking, so the keys asked for in the same poll (the items of one
+//! list: every order's `lines`) normally join it; one that comes too late is read by the next
+//! statement. While the loader's statements are all in flight, the
 //! keys that arrive wait, and the next statement to finish takes all of them (up to
 //! [`MAX_KEYS`]) in one more statement. So an idle instance answers a single read with no added
 //! delay, and a busy one reads many requests' orders in one round trip.
@@ -238,12 +240,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_asked_for_in_one_poll_are_read_in_one_statement() {
+    async fn keys_asked_for_before_a_statement_takes_what_waits_join_it() {
         let doubler = Doubler::open();
         let loader = CoalescingLoader::new(doubler.clone());
+        let mut asked: Vec<_> = (1..=20).map(|key| Box::pin(loader.load_one(key))).collect();
 
-        let values = futures_util::future::join_all((1..=20).map(|key| loader.load_one(key))).await;
+        // Each asks once; the statement's task has not run yet.
+        for asking in &mut asked {
+            assert!(futures_util::poll!(asking.as_mut()).is_pending());
+        }
+        let statements = loader.shared.queue.lock().unwrap().statements;
+        assert_eq!(
+            statements, 1,
+            "every key after the first joins its statement"
+        );
 
+        let values = futures_util::future::join_all(asked).await;
         let doubled = (1..=20).map(|key| Ok((key != 13).then_some(key * 2)));
         assert_eq!(values, doubled.collect::<Vec<_>>());
         assert_eq!(doubler.calls(), vec![(1..=20).collect::<Vec<u32>>()]);
