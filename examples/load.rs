@@ -848,6 +848,9 @@ async fn run_api(args: &Args) -> Value {
         }
         _ => 0.0,
     };
+    let mut every_latency: Vec<f64> = recorder.latencies.values().flatten().copied().collect();
+    let mut all_requests = summary(&mut every_latency);
+    all_requests["errors"] = json!(errors);
     let errors_by_operation = recorder.errors.clone();
     let operations: serde_json::Map<String, Value> = recorder
         .latencies
@@ -870,6 +873,7 @@ async fn run_api(args: &Args) -> Value {
         "error_rate_percent": if requests == 0 { 0.0 } else { errors as f64 * 100.0 / requests as f64 },
         "error_samples": recorder.error_samples,
         "operations": operations,
+        "all_requests": all_requests,
         "placed": recorder.placed.len(),
         "confirmed": recorder.confirmed.len(),
         "rejected": recorder.rejected,
@@ -1360,6 +1364,9 @@ fn print_table(report: &Value) {
     };
     for (operation, figures) in report["operations"].as_object().unwrap() {
         row(operation, figures);
+    }
+    if report["operations"].as_object().unwrap().len() > 1 {
+        row("all requests", &report["all_requests"]);
     }
     row("placed -> CONFIRMED (live)", &report["placed_to_confirmed"]);
     if report.get("targets").is_some() {

@@ -11,6 +11,7 @@ use crate::live::{LiveFeeds, LiveReader};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxWaker, Relay};
 use crate::service::placer::Placer;
+use crate::service::status_requests::StatusRequests;
 use crate::{auth, db, kafka, seed};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -255,13 +256,22 @@ fn api_router(
     let requests = Arc::new(RequestRateLimiter::new(&args.limits));
     let schema = graphql::schema(
         shared.pool.clone(),
-        Placer::start(
-            shared.pool.clone(),
-            args.place_batch_max,
-            args.place_writers,
-            shared.metrics.clone(),
-        ),
-        shared.outbox.clone(),
+        graphql::Writers {
+            placer: Placer::start_placing(
+                shared.pool.clone(),
+                args.place_batch_max,
+                args.place_writers,
+                &shared.metrics,
+            ),
+            status_requests: StatusRequests::start_queueing(
+                shared.pool.clone(),
+                shared.outbox.clone(),
+                args.status_request_batch_max,
+                args.status_request_writers,
+                &shared.metrics,
+            ),
+            outbox: shared.outbox.clone(),
+        },
         feeds,
         shared.metrics.clone(),
         args.limits.clone(),

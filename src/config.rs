@@ -610,6 +610,15 @@ pub struct ServeArgs {
     /// CPU per order), more let orders pass one whose statement waits on a lock.
     #[arg(long, env = "OMS_PLACE_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub place_writers: u16,
+    /// Most status change requests queued in one statement. Requests arriving while earlier
+    /// ones are being written are queued together, one round trip and one commit for all; a
+    /// request that finds the database free is queued alone at once. 1: each in a statement
+    /// of its own.
+    #[arg(long, env = "OMS_STATUS_REQUEST_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub status_request_batch_max: u16,
+    /// Statements queueing status change requests at once (as `OMS_PLACE_WRITERS` for orders).
+    #[arg(long, env = "OMS_STATUS_REQUEST_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub status_request_writers: u16,
     /// Outbox rows published per relay round trip.
     #[arg(long, env = "OMS_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: i64,

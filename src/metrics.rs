@@ -40,6 +40,10 @@ pub struct MetricSet {
     pub place_batch_orders: Histogram,
     /// Orders waiting for a statement to place them.
     pub placements_waiting: IntGauge,
+    /// Status change requests queued by one statement (see `service::status_requests`).
+    pub status_request_batch_requests: Histogram,
+    /// Status change requests waiting for a statement to queue them.
+    pub status_requests_waiting: IntGauge,
     /// Threads running the service's tasks (`OMS_WORKER_THREADS`, else one per core).
     pub runtime_worker_threads: IntGauge,
     pub orders_pending_oldest_seconds: prometheus::Gauge,
@@ -232,6 +236,19 @@ impl MetricSet {
                 "Orders waiting for a free statement to place them",
             )
             .unwrap(),
+            status_request_batch_requests: Histogram::with_opts(
+                HistogramOpts::new(
+                    "status_request_batch_requests",
+                    "Status change requests queued together by one statement (1: queued alone)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            )
+            .unwrap(),
+            status_requests_waiting: IntGauge::new(
+                "status_requests_waiting",
+                "Status change requests waiting for a free statement to queue them",
+            )
+            .unwrap(),
             graphql_request_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "graphql_request_seconds",
@@ -246,7 +263,7 @@ impl MetricSet {
             operation_names: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.runtime_worker_threads.clone()),
             Box::new(metrics.outbox_wait_seconds.clone()),
             Box::new(metrics.event_transit_seconds.clone()),
@@ -259,6 +276,8 @@ impl MetricSet {
             Box::new(metrics.consumer_batch_events.clone()),
             Box::new(metrics.place_batch_orders.clone()),
             Box::new(metrics.placements_waiting.clone()),
+            Box::new(metrics.status_request_batch_requests.clone()),
+            Box::new(metrics.status_requests_waiting.clone()),
             Box::new(metrics.orders_placed.clone()),
             Box::new(metrics.status_changes.clone()),
             Box::new(metrics.consumer_processing_seconds.clone()),

@@ -4,6 +4,7 @@
 use super::Tx;
 use crate::domain::events::{Event, StockLevelChanged, Stream};
 use sqlx::PgExecutor;
+use std::borrow::Borrow;
 use uuid::Uuid;
 
 /// The channel relays listen on, to wake at once when outbox rows were committed.
@@ -86,11 +87,14 @@ pub(super) fn columns<'a>(messages: impl IntoIterator<Item = &'a OutboxMessage>)
 
 /// Queues events: in one statement, so atomic even on the pool; in a transaction, with the rest
 /// of it. Wake the relays once it is committed (`outbox::OutboxWaker`).
-pub async fn enqueue(db: impl PgExecutor<'_>, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+pub async fn enqueue<M: Borrow<OutboxMessage>>(
+    db: impl PgExecutor<'_>,
+    messages: &[M],
+) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
-    let (ids, streams, keys, payloads, traceparents) = columns(messages);
+    let (ids, streams, keys, payloads, traceparents) = columns(messages.iter().map(Borrow::borrow));
     sqlx::query!(
         "insert into outbox (event_id, stream, message_key, payload, traceparent)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])",

@@ -28,6 +28,7 @@ use crate::live::LiveFeeds;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use crate::service::placer::Placer;
+use crate::service::status_requests::StatusRequests;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use coalescing::CoalescingLoader;
 use loaders::{CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
@@ -46,11 +47,23 @@ fn builder(
     )
 }
 
+/// What the mutations write through, shared by every request: orders placed and status
+/// changes requested together go in one statement (`service::batched`), and the relay is woken
+/// once outbox rows are committed.
+pub struct Writers {
+    pub placer: Placer,
+    pub status_requests: StatusRequests,
+    pub outbox: OutboxWaker,
+}
+
 /// The schema with everything resolvers need.
 pub fn schema(
     pool: Db,
-    placer: Placer,
-    outbox: OutboxWaker,
+    Writers {
+        placer,
+        status_requests,
+        outbox,
+    }: Writers,
     feeds: LiveFeeds,
     metrics: Metrics,
     limits: ApiLimits,
@@ -79,6 +92,7 @@ pub fn schema(
         .data(crate::service::customers::ClaimsTaken::default())
         .data(pool)
         .data(placer)
+        .data(status_requests)
         .data(outbox)
         .data(feeds.status)
         .data(feeds.stock)

@@ -20,6 +20,7 @@ use crate::outbox::OutboxWaker;
 use crate::service;
 use crate::service::customers::ClaimsTaken;
 use crate::service::placer::Placer;
+use crate::service::status_requests::StatusRequests;
 use crate::service::Outcome;
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 
@@ -169,8 +170,7 @@ impl MutationRoot {
             });
         };
         let outcome = service::status_requests::request_status_change(
-            ctx.data_unchecked::<Db>(),
-            ctx.data_unchecked::<OutboxWaker>(),
+            ctx.data_unchecked::<StatusRequests>(),
             viewer,
             order_id,
             ctx.data_unchecked::<CoalescingLoader<_, OrderById>>()

@@ -4,6 +4,7 @@
 use super::Outcome;
 use crate::db;
 use crate::db::inventory::{InventoryItemRow, PriceChange};
+use crate::db::outbox::OutboxMessage;
 use crate::db::Db;
 use crate::domain::events::StockChangeReason;
 use crate::domain::order::validate_inventory_item;
@@ -59,7 +60,7 @@ pub async fn upsert_item(
         StockChangeReason::StockSet,
         None,
     );
-    db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
+    db::outbox::enqueue(&mut tx, &[OutboxMessage::from(&changed)]).await?;
     tx.commit().await?;
     outbox.wake();
     tracing::info!(sku = %item.sku, quantity = item.quantity, "inventory item set");
@@ -93,7 +94,7 @@ pub async fn retire_item(
         let low = item.is_low_stock();
         let changed =
             super::stock_level_changed(&item, 0, low, StockChangeReason::ItemRetired, None);
-        db::outbox::enqueue(&mut tx, &[(&changed).into()]).await?;
+        db::outbox::enqueue(&mut tx, &[OutboxMessage::from(&changed)]).await?;
     }
     tx.commit().await?;
     if newly_retired {

@@ -11,6 +11,7 @@
 
 pub mod applying;
 pub mod audit;
+pub mod batched;
 pub mod customers;
 pub mod inventory;
 pub mod placer;

@@ -1,10 +1,15 @@
 //! A requested status change: checked against the order as it stands now, then queued on the
 //! `orders` stream. The orders consumer checks it again when it applies it, because the order
 //! may move in between; the outcome (applied or refused) reaches subscribers either way.
+//!
+//! Requests that arrive while earlier ones are being written are queued together, in one
+//! statement and one commit ([`super::batched`]).
 
+use super::batched::{BatchMetrics, BatchWrite, Batched};
 use crate::auth::Viewer;
 use crate::db;
 use crate::db::orders::OrderRow;
+use crate::db::outbox::OutboxMessage;
 use crate::db::Db;
 use crate::domain::events::{Actor, Event, EventBody, StatusChangeRequested};
 use crate::domain::order::check_reason;
@@ -12,9 +17,53 @@ use crate::domain::permissions::may_request_status;
 use crate::domain::status::{ChangeOrigin, OrderStatus, Transition};
 use crate::domain::user_error::{UserError, UserErrorCode};
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::outbox::OutboxWaker;
 use std::future::Future;
 use uuid::Uuid;
+
+/// Queues status change requests in the outbox, in batches when they arrive faster than one
+/// statement commits.
+pub type StatusRequests = Batched<QueueRequests>;
+
+/// Queueing requests' events in one statement, then waking the relay.
+pub struct QueueRequests {
+    db: Db,
+    outbox: OutboxWaker,
+}
+
+impl BatchWrite for QueueRequests {
+    type Item = OutboxMessage;
+    type Written = ();
+
+    async fn write(&self, requests: &[&OutboxMessage]) -> sqlx::Result<Vec<()>> {
+        db::outbox::enqueue(&self.db, requests).await?;
+        self.outbox.wake();
+        Ok(vec![(); requests.len()])
+    }
+}
+
+impl StatusRequests {
+    /// Queues up to `batch_max` requests per statement (1: each alone) with up to `writers`
+    /// statements at once.
+    pub fn start_queueing(
+        db: Db,
+        outbox: OutboxWaker,
+        batch_max: u16,
+        writers: u16,
+        metrics: &Metrics,
+    ) -> StatusRequests {
+        Batched::start(
+            QueueRequests { db, outbox },
+            batch_max,
+            writers,
+            BatchMetrics {
+                items_per_statement: metrics.status_request_batch_requests.clone(),
+                waiting: metrics.status_requests_waiting.clone(),
+            },
+        )
+    }
+}
 
 pub struct StatusRequestOutcome {
     /// The order as it stands (before the change is applied); absent when it is not visible.
@@ -39,8 +88,7 @@ impl StatusRequestOutcome {
 /// loader, with other requests' reads.
 #[tracing::instrument(name = "request status change", skip_all, fields(%order_id))]
 pub async fn request_status_change<E: Into<AppError>>(
-    pool: &Db,
-    outbox: &OutboxWaker,
+    requests: &StatusRequests,
     viewer: &Viewer,
     order_id: Uuid,
     read_order: impl Future<Output = Result<Option<OrderRow>, E>>,
@@ -97,8 +145,7 @@ pub async fn request_status_change<E: Into<AppError>>(
                     },
                 }),
             );
-            db::outbox::enqueue(pool, &[(&request).into()]).await?;
-            outbox.wake();
+            requests.write(OutboxMessage::from(&request)).await?;
             tracing::info!(order_id = %order.id, event_id = %request.event_id, to = %to, "status change queued");
             Ok(StatusRequestOutcome {
                 order: Some(order),

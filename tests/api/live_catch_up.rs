@@ -16,6 +16,7 @@ use oms::outbox::OutboxWaker;
 use oms::service::inventory::{upsert_item, ItemInput};
 use oms::service::placer::Placer;
 use oms::service::placing::place_order;
+use oms::service::status_requests::StatusRequests;
 use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
@@ -76,11 +77,20 @@ async fn a_customer_subscription_that_falls_behind_catches_up_from_the_database_
     // Two live events kept per subscriber: the third unread one makes it fall behind.
     let feeds = LiveFeeds::new(2);
     let limits = serve_args(&deployment, &[]).limits;
-    let placer = Placer::start(pool.clone(), 1, 1, oms::metrics::Metrics::new());
+    let placer = Placer::start_placing(pool.clone(), 1, 1, &oms::metrics::Metrics::new());
     let schema = oms::graphql::schema(
         pool.clone(),
-        placer.clone(),
-        outbox.clone(),
+        oms::graphql::Writers {
+            placer: placer.clone(),
+            status_requests: StatusRequests::start_queueing(
+                pool.clone(),
+                outbox.clone(),
+                1,
+                1,
+                &Metrics::new(),
+            ),
+            outbox: outbox.clone(),
+        },
         feeds.clone(),
         Metrics::new(),
         limits.clone(),

@@ -40,6 +40,7 @@ mod proxy;
 mod retired_items;
 mod schema;
 mod stale_changes;
+mod status_request_batches;
 mod subscriptions;
 mod traces;
 mod ts_client;

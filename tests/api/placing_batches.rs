@@ -5,10 +5,9 @@
 //! lock on its items' rows (the lines' foreign key), so orders for an item the test holds
 //! `for update` wait in their statements until the test lets go.
 
-use crate::helpers::{eventually, TestApp};
+use crate::helpers::{eventually, wait_for_statements_waiting_on_locks, TestApp};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -19,38 +18,9 @@ const WRITERS: usize = 4;
 /// quantity) and its idempotency key.
 type Queued<'a> = (String, Vec<(&'a str, i32)>, Option<&'a str>);
 
-/// Waits until `count` statements of the app's database wait for a lock.
-async fn wait_for_statements_waiting_on_locks(pool: &PgPool, count: i64) {
-    eventually(Duration::from_secs(10), || async {
-        // Unchecked: PostgreSQL's own view, which no migration defines (see the note at the top
-        // of helpers/mod.rs on the tests' SQL).
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting == count {
-            Ok(())
-        } else {
-            Err(format!("{waiting} statements wait for a lock, not {count}"))
-        }
-    })
-    .await
-}
-
-/// The value of the metric line starting with `name ` on `app`'s metrics page.
-async fn metric(app: &TestApp, name: &str) -> Option<f64> {
-    let page = app.get("/metrics").await.text().await.unwrap();
-    page.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-}
-
 async fn wait_for_placements_waiting(app: &TestApp, count: usize) {
     eventually(Duration::from_secs(10), || async {
-        match metric(app, "oms_placements_waiting").await {
+        match app.metric("oms_placements_waiting").await {
             Some(waiting) if waiting == count as f64 => Ok(()),
             waiting => Err(format!("{waiting:?} placements wait, not {count}")),
         }
@@ -156,11 +126,8 @@ async fn orders_arriving_while_every_writer_is_busy_are_placed_by_one_statement_
         assert_eq!(order["lines"], lines, "customer-{n}'s order");
     }
     // The four holders' statements, then one for all forty.
-    assert_eq!(
-        metric(&app, "oms_place_batch_orders_count").await,
-        Some(5.0)
-    );
-    assert_eq!(metric(&app, "oms_place_batch_orders_sum").await, Some(44.0));
+    assert_eq!(app.metric("oms_place_batch_orders_count").await, Some(5.0));
+    assert_eq!(app.metric("oms_place_batch_orders_sum").await, Some(44.0));
     assert_eq!(app.order_count().await, 44);
     app.assert_invariants_hold().await;
     app.stop_and_drop_database().await;
@@ -260,7 +227,7 @@ async fn an_order_that_fails_in_a_batch_is_refused_alone_and_its_neighbours_are_
         );
     }
     // Failed statements were retried in smaller parts.
-    let statements = metric(&app, "oms_place_batch_orders_count").await.unwrap();
+    let statements = app.metric("oms_place_batch_orders_count").await.unwrap();
     assert!(statements > 5.0, "{statements} statements");
     // The holders' four, the twenty good ones and the one for the key twice.
     assert_eq!(app.order_count().await, 4 + 20 + 1);

@@ -14,6 +14,7 @@ use oms::service::applying::{
     apply_inventory_check, apply_inventory_checks, apply_requested_change, Applied,
 };
 use oms::service::placer::Placer;
+use oms::service::status_requests::StatusRequests;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,7 +179,7 @@ async fn run_client(
                 }
                 let order = oms::service::placing::place_order(
                     pool,
-                    &Placer::start(pool.clone(), 1, 1, oms::metrics::Metrics::new()),
+                    &Placer::start_placing(pool.clone(), 1, 1, &oms::metrics::Metrics::new()),
                     &OutboxWaker::default(),
                     &viewer,
                     requested,
@@ -233,8 +234,13 @@ async fn run_client(
                 };
                 let viewer = if by_staff { &staff } else { owner };
                 let outcome = oms::service::status_requests::request_status_change(
-                    pool,
-                    &OutboxWaker::default(),
+                    &StatusRequests::start_queueing(
+                        pool.clone(),
+                        OutboxWaker::default(),
+                        1,
+                        1,
+                        &oms::metrics::Metrics::new(),
+                    ),
                     viewer,
                     *id,
                     oms::db::orders::find(pool, *id),

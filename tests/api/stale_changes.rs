@@ -65,7 +65,7 @@ async fn place_pending_order(pool: &Db, sku: &str) -> OrderRow {
         sku: sku.into(),
         quantity: 2,
     };
-    let placer = Placer::start(pool.clone(), 1, 1, oms::metrics::Metrics::new());
+    let placer = Placer::start_placing(pool.clone(), 1, 1, &oms::metrics::Metrics::new());
     place_order(
         pool,
         &placer,

@@ -318,6 +318,14 @@ impl TestApp {
             .expect("HTTP request")
     }
 
+    /// The value of the metric line starting with `name ` on the instance's metrics page.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let page = self.get("/metrics").await.text().await.unwrap();
+        page.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+    }
+
     /// Sets an item's stock as staff.
     pub async fn stock(&self, sku: &str, quantity: i32) {
         self.set_item(sku, quantity, None).await;

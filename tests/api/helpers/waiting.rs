@@ -12,6 +12,27 @@ pub async fn metrics_at(addr: std::net::SocketAddr) -> String {
         .unwrap()
 }
 
+/// Waits until `count` statements of the app's database wait for a lock.
+pub async fn wait_for_statements_waiting_on_locks(pool: &PgPool, count: i64) {
+    eventually(Duration::from_secs(10), || async {
+        // Unchecked: PostgreSQL's own view, which no migration defines (see the note at the top
+        // of helpers/mod.rs on the tests' SQL).
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == count {
+            Ok(())
+        } else {
+            Err(format!("{waiting} statements wait for a lock, not {count}"))
+        }
+    })
+    .await
+}
+
 /// Waits until the relay has published everything waiting in the outbox of `app`'s database.
 pub async fn wait_until_outbox_empty(app: &TestApp) {
     eventually(Duration::from_secs(30), || async {
