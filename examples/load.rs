@@ -14,7 +14,10 @@
 //!   statements per request (`--users` concurrent clients, each request waiting for the
 //!   previous one).
 //!
-//! It reports requests/s; latency p50 / p95 / p99 / max per operation; placed -> CONFIRMED as
+//! With `--warm-up-seconds S` (`profile` and `open`), the same load runs unmeasured for S seconds
+//! first, and the database's statistics are refreshed before the measured run (`warm_up`).
+//!
+//! It reports requests/s; latency p50 / p95 / p99 / max per operation and over all requests; placed -> CONFIRMED as
 //! seen by the subscriber; confirmed orders/s; errors counted from the response bodies (GraphQL
 //! errors and userErrors). `--json FILE` also writes the figures as JSON. At the end it audits the
 //! database with `oms check` (no oversold stock, the ledger balances).
@@ -49,7 +52,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +66,9 @@ struct Args {
     mode: String,
     users: usize,
     seconds: u64,
+    /// `profile` and `open`: the same load first for this long, unmeasured, then the tables'
+    /// statistics refreshed (see [`warm_up`]).
+    warm_up_seconds: u64,
     rate: f64,
     catalogue: String,
     messages: usize,
@@ -84,6 +90,7 @@ fn args() -> Args {
         mode: "profile".into(),
         users: 500,
         seconds: 10,
+        warm_up_seconds: 0,
         rate: 500.0,
         catalogue: "uniform".into(),
         messages: 20_000,
@@ -95,7 +102,7 @@ fn args() -> Args {
         acknowledged_orders: None,
     };
     let usage =
-        "usage: load [--mode profile|open|broker|read] [--users N] [--seconds S] [--rate R] \
+        "usage: load [--mode profile|open|broker|read] [--users N] [--seconds S] [--warm-up-seconds S] [--rate R] \
                  [--catalogue uniform|hot|one-hot] [--messages N] [--json FILE] [--serve-flag FLAG]... \
                  [--target URL,URL... --jwt-secret SECRET --database-url URL [--acknowledged-orders FILE]]";
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -108,6 +115,7 @@ fn args() -> Args {
             "--mode" => args.mode = value.clone(),
             "--users" => args.users = value.parse().unwrap_or_else(|_| bad()),
             "--seconds" => args.seconds = value.parse().unwrap_or_else(|_| bad()),
+            "--warm-up-seconds" => args.warm_up_seconds = value.parse().unwrap_or_else(|_| bad()),
             "--rate" => args.rate = value.parse().unwrap_or_else(|_| bad()),
             "--catalogue" => args.catalogue = value.clone(),
             "--messages" => args.messages = value.parse().unwrap_or_else(|_| bad()),
@@ -282,11 +290,24 @@ struct Recorder {
     subscription_failures: usize,
     /// Receives the id of each order the API acknowledged (`--acknowledged-orders`).
     acknowledged: Option<std::io::LineWriter<std::fs::File>>,
+    /// Orders placed during the warm-up: their later changes are not the measured run's.
+    warm_up_orders: HashSet<String>,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
 
 impl Recorder {
+    /// Forgets what the warm-up recorded, keeping its orders' ids to ignore their later changes.
+    fn start_measuring(&mut self) {
+        let mut warm_up_orders = std::mem::take(&mut self.warm_up_orders);
+        warm_up_orders.extend(self.placed.keys().cloned());
+        *self = Recorder {
+            acknowledged: self.acknowledged.take(),
+            warm_up_orders,
+            ..Recorder::default()
+        };
+    }
+
     fn record(&mut self, operation: &'static str, took: Duration, outcome: &Result<Value, String>) {
         self.latencies
             .entry(operation)
@@ -447,6 +468,9 @@ async fn follow_subscription(
             }
         }
         let mut recorder = recorder.lock().unwrap();
+        if recorder.warm_up_orders.contains(id) {
+            continue;
+        }
         match to {
             "CONFIRMED" => {
                 recorder.confirmed.insert(id.to_owned(), now);
@@ -799,6 +823,9 @@ async fn run_api(args: &Args) -> Value {
     };
     let (users, subscriptions) =
         make_users(&targets, users_wanted, catalogue.clone(), &recorder).await;
+    if args.warm_up_seconds > 0 {
+        warm_up(args, &users, &recorder, &database_url).await;
+    }
     let before = server
         .as_ref()
         .map(|server| (server.rss_kib(), CpuReading::now(server)));
@@ -893,15 +920,8 @@ async fn run_api(args: &Args) -> Value {
     report
 }
 
-/// What the load's own server did: its memory and CPU over the run (once the last inventory
-/// checks landed, as the subscribers saw them) and where its time went, from its metrics.
-async fn own_server_figures(
-    server: &BenchServer,
-    recorder: &Shared<Recorder>,
-    rss_before: u64,
-    cpu_before: CpuReading,
-) -> Value {
-    // Let the last inventory checks land.
+/// Waits until every order placed so far was decided, as the subscribers saw it (30 s at most).
+async fn wait_for_decisions(recorder: &Shared<Recorder>) {
     let drain_deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (placed, decided) = {
@@ -916,6 +936,46 @@ async fn own_server_figures(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs the load unmeasured for `--warm-up-seconds`, waits for its orders' decisions, then
+/// refreshes the planner's statistics. A fresh database's tables start empty, and PostgreSQL
+/// keeps the generic plans it made for them in the first second (scans of a few rows) for as long
+/// as nothing analyzes them; this machine's PostgreSQL runs without autovacuum, which in a
+/// deployment analyzes a growing table on its own. The measured run then starts from tables
+/// with orders in them and statistics that say so, as a running service's do.
+async fn warm_up(
+    args: &Args,
+    users: &[Arc<User>],
+    recorder: &Shared<Recorder>,
+    database_url: &str,
+) {
+    match args.mode.as_str() {
+        "open" => run_open(users, args.warm_up_seconds, args.rate).await,
+        _ => run_profile(users, args.warm_up_seconds).await,
+    };
+    wait_for_decisions(recorder).await;
+    recorder.lock().unwrap().start_measuring();
+    let db = oms::db::Db::direct(
+        sqlx::PgPool::connect(database_url)
+            .await
+            .expect("connecting to the database to refresh its statistics"),
+    );
+    oms::db::refresh_planner_statistics(&db)
+        .await
+        .expect("refreshing the planner's statistics");
+    db.close().await;
+}
+
+/// What the load's own server did: its memory and CPU over the run (once the last inventory
+/// checks landed, as the subscribers saw them) and where its time went, from its metrics.
+async fn own_server_figures(
+    server: &BenchServer,
+    recorder: &Shared<Recorder>,
+    rss_before: u64,
+    cpu_before: CpuReading,
+) -> Value {
+    wait_for_decisions(recorder).await;
     let cpu_after = CpuReading::now(server);
     let rss_after = server.rss_kib();
     // Where the time went inside oms: consumer and relay timings, backlog, lag.

@@ -29,6 +29,14 @@ pub use handle::{Db, Pooler, Tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Refreshes the planner's statistics of every table (`ANALYZE`), which also makes sessions plan
+/// their kept statements again. Autovacuum does this as tables grow; the load generator calls it
+/// after its warm-up, on a database server that runs without autovacuum.
+pub async fn refresh_planner_statistics(db: &Db) -> sqlx::Result<()> {
+    sqlx::query!("analyze").execute(db).await?;
+    Ok(())
+}
+
 /// Opens a pool. Connections are made lazily, so the service starts (and reports not ready)
 /// while the database is still coming up.
 pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
