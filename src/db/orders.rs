@@ -232,6 +232,58 @@ pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Ve
     .await
 }
 
+/// Orders with their lines, in one statement: each order found, with its lines by line number.
+pub async fn find_many_with_lines(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(OrderRow, Vec<OrderLineRow>)>> {
+    let rows = sqlx::query!(
+        r#"select o.id, o.user_id, o.status as "status: OrderStatus", o.rejection_reason,
+                o.version, o.stock_deducted, o.idempotency_key, o.created_at, o.updated_at,
+                o.total_amount, o.total_currency,
+                l.line_no as "line_no?", l.sku as "sku?", l.quantity as "quantity?",
+                l.unit_price_amount, l.unit_price_currency
+         from orders o
+         left join order_lines l on l.order_id = o.id and l.order_id = any($1)
+         where o.id = any($1)
+         order by o.id, l.line_no"#,
+        ids
+    )
+    .fetch_all(db)
+    .await?;
+    let mut orders: Vec<(OrderRow, Vec<OrderLineRow>)> = Vec::new();
+    for row in rows {
+        if orders.last().is_none_or(|(order, _)| order.id != row.id) {
+            let order = OrderRow {
+                id: row.id,
+                user_id: row.user_id,
+                status: row.status,
+                rejection_reason: row.rejection_reason,
+                version: row.version,
+                stock_deducted: row.stock_deducted,
+                idempotency_key: row.idempotency_key,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                total_amount: row.total_amount,
+                total_currency: row.total_currency,
+            };
+            orders.push((order, Vec::new()));
+        }
+        if let (Some(line_no), Some(sku), Some(quantity)) = (row.line_no, row.sku, row.quantity) {
+            let (_, lines) = orders.last_mut().expect("the row's order was pushed");
+            lines.push(OrderLineRow {
+                order_id: row.id,
+                line_no,
+                sku,
+                quantity,
+                unit_price_amount: row.unit_price_amount,
+                unit_price_currency: row.unit_price_currency,
+            });
+        }
+    }
+    Ok(orders)
+}
+
 /// An order read and locked for a consumer's event (see [`lock_for_events`]).
 #[derive(Debug)]
 pub struct OrderForEvent {

@@ -1,6 +1,6 @@
 //! What each loader reads, by key: nested fields of a list (an order's lines, a line's item, an
-//! order's history) in one query per field instead of one per parent, and single orders, items
-//! and customers. `coalescing.rs` decides when a statement runs and which keys it takes.
+//! order's history) in one query per field instead of one per parent, and single orders (alone,
+//! or with their lines), items and customers. `coalescing.rs` decides when a statement runs and which keys it takes.
 
 use crate::db;
 use crate::db::customers::CustomerRow;
@@ -16,6 +16,7 @@ pub struct ItemBySku(pub Db);
 pub struct LinesByOrder(pub Db);
 pub struct HistoryByOrder(pub Db);
 pub struct OrderById(pub Db);
+pub struct OrderWithLinesById(pub Db);
 pub struct CustomerById(pub Db);
 
 impl Loader<String> for ItemBySku {
@@ -66,6 +67,19 @@ impl Loader<Uuid> for OrderById {
             .await?
             .into_iter()
             .map(|order| (order.id, order))
+            .collect())
+    }
+}
+
+impl Loader<Uuid> for OrderWithLinesById {
+    type Value = (OrderRow, Vec<OrderLineRow>);
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(db::orders::find_many_with_lines(&self.0, ids)
+            .await?
+            .into_iter()
+            .map(|(order, lines)| (order.id, (order, lines)))
             .collect())
     }
 }

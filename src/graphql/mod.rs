@@ -31,7 +31,9 @@ use crate::service::placer::Placer;
 use crate::service::status_requests::StatusRequests;
 use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
 use coalescing::CoalescingLoader;
-use loaders::{CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById};
+use loaders::{
+    CustomerById, HistoryByOrder, ItemBySku, LinesByOrder, OrderById, OrderWithLinesById,
+};
 use rate_limit::{MutationRateLimiter, RateLimiter, RequestRateLimiter};
 use std::sync::Arc;
 
@@ -88,6 +90,7 @@ pub fn schema(
         .data(CoalescingLoader::new(LinesByOrder(pool.clone())))
         .data(CoalescingLoader::new(HistoryByOrder(pool.clone())))
         .data(CoalescingLoader::new(OrderById(pool.clone())))
+        .data(CoalescingLoader::new(OrderWithLinesById(pool.clone())))
         .data(CoalescingLoader::new(CustomerById(pool.clone())))
         .data(crate::service::customers::ClaimsTaken::default())
         .data(pool)

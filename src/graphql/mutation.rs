@@ -138,7 +138,7 @@ impl MutationRoot {
             Outcome::Done(order) => {
                 ctx.data_unchecked::<Metrics>().orders_placed.inc();
                 PlaceOrderPayload {
-                    order: Some(Order(order)),
+                    order: Some(Order::from(order)),
                     user_errors: vec![],
                 }
             }
@@ -181,7 +181,7 @@ impl MutationRoot {
         .await
         .gql()?;
         Ok(UpdateOrderStatusPayload {
-            order: outcome.order.map(Order),
+            order: outcome.order.map(Order::from),
             accepted: outcome.accepted,
             user_errors: outcome.user_errors,
         })

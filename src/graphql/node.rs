@@ -59,7 +59,7 @@ pub async fn fetch(
             .await
             .gql()?
             .filter(|order| viewer.may_see_order_of(&order.user_id))
-            .map(|order| Node::Order(Order(order))),
+            .map(|order| Node::Order(Order::from(order))),
         NodeId::InventoryItem(sku) => ctx
             .data_unchecked::<CoalescingLoader<_, ItemBySku>>()
             .load_one(sku)

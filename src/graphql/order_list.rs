@@ -263,7 +263,7 @@ pub async fn orders_page(
     connection.edges.extend(rows.into_iter().map(|row| {
         Edge::new(
             encode_cursor(order.field, Position::of(&row, sort)),
-            Order(row),
+            Order::from(row),
         )
     }));
     Ok(connection)

@@ -3,7 +3,7 @@
 
 use super::coalescing::CoalescingLoader;
 use super::customers::{self, Customer, CustomerFilter};
-use super::loaders::OrderById;
+use super::loaders::{OrderById, OrderWithLinesById};
 use super::node::{self, Node};
 use super::order_list::{
     self, OrderConnection, OrderFilterInput, OrderOrder, OrderStatusCount, PageArguments,
@@ -70,16 +70,23 @@ impl QueryRoot {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
         let viewer = viewer(ctx)?;
         let id = parse_order_id(&id)?;
-        // Through the instance's loader: orders asked for by concurrent requests are read in
-        // one statement (coalescing.rs); who may see it is still checked per request, below.
-        let order = ctx
-            .data_unchecked::<CoalescingLoader<_, OrderById>>()
-            .load_one(id)
-            .await
-            .gql()?;
-        Ok(order
-            .filter(|order| viewer.may_see_order_of(&order.user_id))
-            .map(Order))
+        // Through the instance's loaders: orders asked for by concurrent requests are read in
+        // one statement (coalescing.rs), with their lines when the query asks for them (one
+        // statement, not a second one after it); who may see it is still checked per request.
+        let order = if ctx.look_ahead().field("lines").exists() {
+            ctx.data_unchecked::<CoalescingLoader<_, OrderWithLinesById>>()
+                .load_one(id)
+                .await
+                .gql()?
+                .map(|(row, lines)| Order::with_lines(row, lines))
+        } else {
+            ctx.data_unchecked::<CoalescingLoader<_, OrderById>>()
+                .load_one(id)
+                .await
+                .gql()?
+                .map(Order::from)
+        };
+        Ok(order.filter(|order| viewer.may_see_order_of(&order.row.user_id)))
     }
 
     /// Orders the caller may see (customers: their own), newest first unless `orderBy` says

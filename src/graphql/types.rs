@@ -17,65 +17,89 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// An order: lines of SKU x quantity, moving through the status machine.
-pub struct Order(pub OrderRow);
+pub struct Order {
+    pub row: OrderRow,
+    /// Its lines, when they were read with it (`order(id)` asking for them); otherwise `lines`
+    /// reads them through the instance's loader.
+    lines: Option<Vec<OrderLineRow>>,
+}
+
+impl From<OrderRow> for Order {
+    fn from(row: OrderRow) -> Self {
+        Order { row, lines: None }
+    }
+}
+
+impl Order {
+    /// An order whose lines were read with it.
+    pub fn with_lines(row: OrderRow, lines: Vec<OrderLineRow>) -> Self {
+        Order {
+            row,
+            lines: Some(lines),
+        }
+    }
+}
 
 #[Object]
 impl Order {
     /// The order's UUID: unique across types, as `order(id)` and `node(id)` take it.
     pub async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.row.id.to_string())
     }
 
     /// The customer who placed it.
     async fn user_id(&self) -> ID {
-        ID(self.0.user_id.clone())
+        ID(self.row.user_id.clone())
     }
 
     /// The customer who placed it, with their profile (each field null while unknown). Null
     /// only where oms has no record of them, which an order placed through this API never lacks.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
-        super::customers::load(ctx, &self.0.user_id).await
+        super::customers::load(ctx, &self.row.user_id).await
     }
 
     async fn status(&self) -> OrderStatus {
-        self.0.status
+        self.row.status
     }
 
     // Counted as the most lines an order can have, so a page of orders with their lines costs
     // what it may return.
     #[graphql(complexity = "MAX_LINES_PER_ORDER * child_complexity + 1")]
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLine>> {
-        let lines = ctx
-            .data_unchecked::<CoalescingLoader<_, LinesByOrder>>()
-            .load_one(self.0.id)
-            .await
-            .gql()?
-            .unwrap_or_default();
+        let lines = match &self.lines {
+            Some(lines) => lines.clone(),
+            None => ctx
+                .data_unchecked::<CoalescingLoader<_, LinesByOrder>>()
+                .load_one(self.row.id)
+                .await
+                .gql()?
+                .unwrap_or_default(),
+        };
         Ok(lines.into_iter().map(OrderLine).collect())
     }
 
     /// Why the inventory check rejected it (each line that could not be filled).
     async fn rejection_reason(&self) -> Option<&str> {
-        self.0.rejection_reason.as_deref()
+        self.row.rejection_reason.as_deref()
     }
 
     /// Counts the order's status changes: 1 when placed. Subscribers use it to spot gaps.
     async fn version(&self) -> i32 {
-        self.0.version
+        self.row.version
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.row.created_at
     }
 
     /// What the order costs: its lines at the prices they were placed at. Never changes once
     /// placed; null when an item had no price then.
     async fn total(&self) -> Option<Money> {
-        Money::of(self.0.total_amount, self.0.total_currency.as_deref())
+        Money::of(self.row.total_amount, self.row.total_currency.as_deref())
     }
 
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.row.updated_at
     }
 
     /// Every status the order has had, oldest first (versions 1, 2, 3, ...).
@@ -85,7 +109,7 @@ impl Order {
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderStatusChange>> {
         let history = ctx
             .data_unchecked::<CoalescingLoader<_, HistoryByOrder>>()
-            .load_one(self.0.id)
+            .load_one(self.row.id)
             .await
             .gql()?
             .unwrap_or_default();
@@ -304,7 +328,7 @@ impl OrderStatusChange {
             .gql()?;
         Ok(order
             .filter(|order| viewer.may_see_order_of(&order.user_id))
-            .map(Order))
+            .map(Order::from))
     }
 }
 

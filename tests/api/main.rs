@@ -30,6 +30,7 @@ mod live_catch_up;
 mod nodes;
 mod order_flow;
 mod order_listing;
+mod order_reads;
 mod persisted_queries;
 mod placing_batches;
 mod playground;
