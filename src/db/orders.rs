@@ -232,6 +232,26 @@ pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Ve
     .await
 }
 
+/// An [`OrderRow`] of a statement's record that has every column of one under its name (moving
+/// those fields out of it).
+macro_rules! order_row_of {
+    ($record:ident) => {
+        OrderRow {
+            id: $record.id,
+            user_id: $record.user_id,
+            status: $record.status,
+            rejection_reason: $record.rejection_reason,
+            version: $record.version,
+            stock_deducted: $record.stock_deducted,
+            idempotency_key: $record.idempotency_key,
+            created_at: $record.created_at,
+            updated_at: $record.updated_at,
+            total_amount: $record.total_amount,
+            total_currency: $record.total_currency,
+        }
+    };
+}
+
 /// Orders with their lines, in one statement: each order found, with its lines by line number.
 pub async fn find_many_with_lines(
     db: impl PgExecutor<'_>,
@@ -254,19 +274,7 @@ pub async fn find_many_with_lines(
     let mut orders: Vec<(OrderRow, Vec<OrderLineRow>)> = Vec::new();
     for row in rows {
         if orders.last().is_none_or(|(order, _)| order.id != row.id) {
-            let order = OrderRow {
-                id: row.id,
-                user_id: row.user_id,
-                status: row.status,
-                rejection_reason: row.rejection_reason,
-                version: row.version,
-                stock_deducted: row.stock_deducted,
-                idempotency_key: row.idempotency_key,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-                total_amount: row.total_amount,
-                total_currency: row.total_currency,
-            };
+            let order = order_row_of!(row);
             orders.push((order, Vec::new()));
         }
         if let (Some(line_no), Some(sku), Some(quantity)) = (row.line_no, row.sku, row.quantity) {
@@ -342,19 +350,7 @@ pub async fn lock_for_events(
             event_id: row.event_id,
             locked: OrderForEvent {
                 first_time: row.first_time,
-                order: OrderRow {
-                    id: row.id,
-                    user_id: row.user_id,
-                    status: row.status,
-                    rejection_reason: row.rejection_reason,
-                    version: row.version,
-                    stock_deducted: row.stock_deducted,
-                    idempotency_key: row.idempotency_key,
-                    created_at: row.created_at,
-                    updated_at: row.updated_at,
-                    total_amount: row.total_amount,
-                    total_currency: row.total_currency,
-                },
+                order: order_row_of!(row),
             },
         })
         .collect())

@@ -5,10 +5,9 @@
 //! lock on its items' rows (the lines' foreign key), so orders for an item the test holds
 //! `for update` wait in their statements until the test lets go.
 
-use crate::helpers::{eventually, wait_for_statements_waiting_on_locks, TestApp};
+use crate::helpers::{wait_for_statements_waiting_on_locks, TestApp};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Statements placing orders at once per instance (`service::placer`), as the tests start it.
@@ -17,16 +16,6 @@ const WRITERS: usize = 4;
 /// An order to place while the writers are busy: the customer's token, its lines (SKU,
 /// quantity) and its idempotency key.
 type Queued<'a> = (String, Vec<(&'a str, i32)>, Option<&'a str>);
-
-async fn wait_for_placements_waiting(app: &TestApp, count: usize) {
-    eventually(Duration::from_secs(10), || async {
-        match app.metric("oms_placements_waiting").await {
-            Some(waiting) if waiting == count as f64 => Ok(()),
-            waiting => Err(format!("{waiting:?} placements wait, not {count}")),
-        }
-    })
-    .await
-}
 
 /// Places `queued` (token, lines, idempotency key) while [`WRITERS`] orders for `held_sku` keep
 /// every writer waiting on the test's lock, so that all of `queued` wait for a writer together;
@@ -80,7 +69,8 @@ async fn place_while_the_writers_are_busy(
             wait_for_statements_waiting_on_locks(&app.pool, writer as i64).await;
         }
         release.send(WRITERS + 1).unwrap();
-        wait_for_placements_waiting(app, queued.len()).await;
+        app.wait_for_metric("oms_placements_waiting", queued.len() as f64)
+            .await;
         lock.rollback().await.unwrap();
     };
     let (blocked, waiting, ()) = tokio::join!(blocked, waiting, control);

@@ -5,15 +5,13 @@
 //! which lets the relay read it but keeps every insert waiting until the test lets go.
 
 use crate::helpers::{
-    eventually, read_messages, wait_for_statements_waiting_on_locks, wait_until_outbox_empty,
-    TestApp,
+    read_messages, wait_for_statements_waiting_on_locks, wait_until_outbox_empty, TestApp,
 };
 use futures_util::future::join_all;
 use oms::domain::events::{decode, EventBody};
 use oms::domain::status::OrderStatus;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Statements queueing requests at once per instance (`service::status_requests`), as the test
@@ -21,16 +19,6 @@ use tokio::sync::watch;
 const WRITERS: usize = 2;
 /// Requests that arrive while both writers are busy.
 const QUEUED: usize = 30;
-
-async fn wait_for_requests_waiting(app: &TestApp, count: usize) {
-    eventually(Duration::from_secs(10), || async {
-        match app.metric("oms_status_requests_waiting").await {
-            Some(waiting) if waiting == count as f64 => Ok(()),
-            waiting => Err(format!("{waiting:?} status requests wait, not {count}")),
-        }
-    })
-    .await
-}
 
 /// Asks, as the customer who placed it, for the customer's order to be cancelled.
 async fn cancel(app: &TestApp, (token, order_id): &(String, String)) -> Value {
@@ -94,7 +82,8 @@ async fn requests_arriving_while_every_writer_is_busy_are_queued_by_one_statemen
             wait_for_statements_waiting_on_locks(&app.pool, writer as i64).await;
         }
         release.send(WRITERS + 1).unwrap();
-        wait_for_requests_waiting(&app, QUEUED).await;
+        app.wait_for_metric("oms_status_requests_waiting", QUEUED as f64)
+            .await;
         lock.rollback().await.unwrap();
     };
     let (held, answers, ()) = tokio::join!(held, waiting, control);

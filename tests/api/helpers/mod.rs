@@ -326,6 +326,17 @@ impl TestApp {
             .and_then(|value| value.parse().ok())
     }
 
+    /// Waits until the metric `name` on the instance's metrics page reads `value`.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) {
+        eventually(Duration::from_secs(10), || async {
+            match self.metric(name).await {
+                Some(read) if read == value => Ok(()),
+                read => Err(format!("{name} is {read:?}, not {value}")),
+            }
+        })
+        .await
+    }
+
     /// Sets an item's stock as staff.
     pub async fn stock(&self, sku: &str, quantity: i32) {
         self.set_item(sku, quantity, None).await;
