@@ -1,6 +1,7 @@
 //! What each loader reads, by key: nested fields of a list (an order's lines, a line's item, an
 //! order's history) in one query per field instead of one per parent, and single orders (alone,
-//! or with their lines), items and customers. `coalescing.rs` decides when a statement runs and which keys it takes.
+//! or with their lines), items and customers. `coalescing.rs` decides when a statement runs and
+//! which keys it takes.
 
 use crate::db;
 use crate::db::customers::CustomerRow;
