@@ -17,9 +17,9 @@
 //! With `--warm-up-seconds S` (`profile` and `open`), the same load runs unmeasured for S seconds
 //! first, and the database's statistics are refreshed before the measured run (`warm_up`).
 //!
-//! It reports requests/s; latency p50 / p95 / p99 / max per operation and over all requests; placed -> CONFIRMED as
-//! seen by the subscriber; confirmed orders/s; errors counted from the response bodies (GraphQL
-//! errors and userErrors). `--json FILE` also writes the figures as JSON. At the end it audits the
+//! It reports requests/s; latency p50 / p95 / p99 / max per operation and over all requests;
+//! placed -> CONFIRMED as seen by the subscriber; confirmed orders/s; errors counted from the
+//! response bodies (GraphQL errors and userErrors). `--json FILE` also writes the figures as JSON. At the end it audits the
 //! database with `oms check` (no oversold stock, the ledger balances).
 //!
 //! With `--target URL[,URL...]` (`profile` and `open` modes; `bench/chaos` uses it) it starts no
@@ -943,7 +943,8 @@ async fn wait_for_decisions(recorder: &Shared<Recorder>) {
 /// keeps the generic plans it made for them in the first second (scans of a few rows) for as long
 /// as nothing analyzes them; this machine's PostgreSQL runs without autovacuum, which in a
 /// deployment analyzes a growing table on its own. The measured run then starts from tables
-/// with orders in them and statistics that say so, as a running service's do.
+/// with orders in them and statistics that say so, as a running service's do. oms's own
+/// histograms (the pipeline stages) count from its start, so they include the warm-up.
 async fn warm_up(
     args: &Args,
     users: &[Arc<User>],

@@ -153,9 +153,7 @@ async fn write_in_halves<W: BatchWrite>(write: &W, batch: Vec<Waiting<W>>, metri
     while let Some(mut part) = parts.pop() {
         metrics.items_per_statement.observe(part.len() as f64);
         let items: Vec<&W::Item> = part.iter().map(|waiting| &waiting.item).collect();
-        let written = write.write(&items).await;
-        drop(items);
-        match written {
+        match write.write(&items).await {
             Ok(written) => {
                 // A writer that answers for fewer items than it was given breaks its contract:
                 // the items it left out get an error, never a wrong answer.

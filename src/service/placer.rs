@@ -20,20 +20,22 @@ pub struct PlaceOrders(pub Db);
 
 impl BatchWrite for PlaceOrders {
     type Item = Placement;
-    type Written = OrderRow;
+    /// Each order as stored. The statement has committed once it answers, so an order missing
+    /// from its answer is that order's error alone, never a failed batch to place again.
+    type Written = sqlx::Result<OrderRow>;
 
-    async fn write(&self, placements: &[&Placement]) -> sqlx::Result<Vec<OrderRow>> {
+    async fn write(&self, placements: &[&Placement]) -> sqlx::Result<Vec<Self::Written>> {
         let stored = db::orders::insert_placed(&self.0, placements).await?;
         let mut by_id: HashMap<Uuid, OrderRow> =
             stored.into_iter().map(|order| (order.id, order)).collect();
-        placements
+        Ok(placements
             .iter()
             .map(|placement| {
                 by_id
                     .remove(&placement.order.id)
                     .ok_or(sqlx::Error::RowNotFound)
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -55,6 +57,6 @@ impl Placer {
     /// Places one order: the order as stored, or the statement's error as if it were placed
     /// alone (see [`db::orders::insert_placed`]).
     pub async fn place(&self, placement: Placement) -> sqlx::Result<OrderRow> {
-        self.write(placement).await
+        self.write(placement).await?
     }
 }
