@@ -128,3 +128,6 @@ export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 # tansu sends a consumer that resumes inside a multi-record batch only the batches after it,
 # losing the rest of that batch: one message per batch keeps every message deliverable.
 export KAFKA_BATCH_MAX_MESSAGES=${KAFKA_BATCH_MAX_MESSAGES:-1}
+# tansu holds every fetch for the whole fetch.wait.max.ms, data or not (Apache Kafka answers as
+# soon as data arrives): a short wait keeps each hop's delay short here.
+export KAFKA_FETCH_WAIT_MAX_MS=${KAFKA_FETCH_WAIT_MAX_MS:-10}

@@ -268,11 +268,15 @@ pub struct KafkaArgs {
         default_value_t = 1
     )]
     pub topic_replication: i32,
-    /// How long the broker may hold a fetch waiting for data (the per-hop latency floor).
+    /// How long the broker may hold a consumer's fetch while it has no data for it. Apache
+    /// Kafka answers a fetch as soon as data arrives, so this only sets how often an idle
+    /// consumer asks again; its own default is 500. tansu holds every fetch for the whole
+    /// wait, data or not, which makes it a latency floor per hop there: local runs set 10
+    /// (`scripts/infra.sh`, the test harness).
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
-        default_value_t = 10
+        default_value_t = 500
     )]
     pub fetch_wait_max_ms: u32,
     /// Events each consumer applies at once (never two of one order at once; offsets are only

@@ -199,6 +199,8 @@ pub fn serve_flags(deployment: &Deployment, extra: &[&str]) -> Vec<String> {
         "--kafka-topic-partitions=2".to_owned(),
         // tansu loses the rest of a multi-record batch when a consumer resumes inside it.
         "--kafka-batch-max-messages=1".to_owned(),
+        // tansu holds every fetch for the whole wait, data or not.
+        "--kafka-fetch-wait-max-ms=10".to_owned(),
         "--shutdown-grace-secs=5".to_owned(),
         // Tokens here are issued on this machine's clock, so expiry tests need not wait out a
         // skew meant for other issuers.
