@@ -3,8 +3,9 @@
 
 use crate::helpers::eventually;
 use crate::helpers::{
-    free_port, group_caught_up, signal, spawn_oms_process, wait_for_live_subscriptions,
-    wait_until_ready, DedicatedBroker, Deployment, Protocol, Subscription, TestApp,
+    free_port, group_caught_up, messages_per_partition, signal, spawn_oms_process,
+    wait_for_live_subscriptions, wait_until_ready, DedicatedBroker, Deployment, Protocol,
+    Subscription, TestApp,
 };
 use crate::proxy::{address_of, TcpProxy};
 use serde_json::json;
@@ -641,7 +642,7 @@ async fn lag_partitions(ops: std::net::SocketAddr, topic: &str) -> Vec<String> {
 async fn when_a_second_consumer_takes_a_partition_its_lag_is_reported_by_one_member_only() {
     let deployment = Deployment::new();
     let api = TestApp::spawn_in(deployment.clone(), &["--components=api"]).await;
-    api.stock("CUP", 10).await;
+    api.stock("CUP", 100).await;
     let alice = api.customer("alice");
     let topic = format!("inventory-{}", deployment.suffix);
     let first = crate::helpers::start_instance(
@@ -650,9 +651,14 @@ async fn when_a_second_consumer_takes_a_partition_its_lag_is_reported_by_one_mem
     )
     .await;
     let first_ops = first.ops_addr.expect("the operator endpoints");
-    // Orders on both partitions (keyed by order id), so each has a committed offset and a lag.
+    // Orders until both partitions (keyed by order id) hold some, so each has a committed offset
+    // and a lag: a fixed six all landed on one partition one run in 32.
     let mut placed = Vec::new();
-    for _ in 0..6 {
+    while placed.len() < 6 || messages_per_partition(&topic).await.contains(&0) {
+        assert!(
+            placed.len() < 50,
+            "50 orders, and a partition still holds none"
+        );
         placed.push(api.place_order_id(&alice, &[("CUP", 1)]).await);
     }
     for id in &placed {

@@ -202,8 +202,14 @@ pub async fn read_messages(topic: &str, count: usize) -> Vec<ReadMessage> {
 
 /// Every message on `topic` so far (up to the end each partition reports).
 pub async fn read_topic(topic: &str) -> Vec<ReadMessage> {
+    let count = messages_per_partition(topic).await.iter().sum::<i64>();
+    read_messages(topic, count as usize).await
+}
+
+/// How many messages each partition of `topic` holds, by partition number.
+pub async fn messages_per_partition(topic: &str) -> Vec<i64> {
     let name = topic.to_owned();
-    let count = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .create()
@@ -216,11 +222,10 @@ pub async fn read_topic(topic: &str) -> Vec<ReadMessage> {
                 let (low, high) = consumer
                     .fetch_watermarks(&name, partition, timeout)
                     .unwrap();
-                (high - low) as usize
+                high - low
             })
-            .sum::<usize>()
+            .collect()
     })
     .await
-    .unwrap();
-    read_messages(topic, count).await
+    .unwrap()
 }
